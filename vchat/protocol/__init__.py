@@ -1,0 +1,1 @@
+"""The vchat wire protocol: codecs, message validation and the WebSocket endpoint."""

@@ -1,0 +1,121 @@
+"""The two wire codecs: JSON text frames and msgpack binary frames carrying the same maps."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from vchat.protocol.errors import ErrorCode, ProtocolError
+
+JSON_SUBPROTOCOL = "vchat.v1.json"
+MSGPACK_SUBPROTOCOL = "vchat.v1.msgpack"
+
+_json_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def encode_json(message: dict[str, Any]) -> bytes:
+    """Encode one message as a compact UTF-8 JSON object."""
+    return _json_encoder.encode(message).encode("utf-8")
+
+
+def decode_json(data: bytes) -> dict[str, Any]:
+    """Decode one JSON frame into a map, or raise `ProtocolError(bad_message)`."""
+    try:
+        value = json.loads(data, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as e:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "frame is not valid JSON") from e
+    return _require_map(value)
+
+
+def encode_msgpack(message: dict[str, Any]) -> bytes:
+    """Encode one message as a msgpack map."""
+    return msgpack.packb(message, use_bin_type=True)
+
+
+def decode_msgpack(data: bytes) -> dict[str, Any]:
+    """Decode one msgpack frame into a map, or raise `ProtocolError(bad_message)`."""
+    try:
+        value = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
+    except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as e:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "frame is not a valid msgpack value") from e
+    return _require_map(value)
+
+
+MAX_DEPTH = 32
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
+
+
+def _require_map(value: object) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "a frame must hold one map")
+    if not _portable(value, 0):
+        raise ProtocolError(
+            ErrorCode.BAD_MESSAGE,
+            "a frame may hold only maps with string keys, lists, strings, finite numbers,"
+            f" 64-bit integers, booleans and null, nested at most {MAX_DEPTH} deep",
+        )
+    return value
+
+
+def _portable(value: object, depth: int) -> bool:
+    """Whether both codecs can carry `value` unchanged, so JSON and msgpack clients can talk."""
+    if isinstance(value, str):
+        return value.isascii() or _utf8_encodable(value)
+    if value is None or isinstance(value, bool):
+        return True
+    if isinstance(value, int):
+        return _INT_MIN <= value <= _INT_MAX
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if depth >= MAX_DEPTH:
+        return False
+    if isinstance(value, list):
+        return all(_portable(item, depth + 1) for item in value)
+    if isinstance(value, dict):
+        return all(
+            isinstance(key, str) and _portable(key, depth) and _portable(item, depth + 1)
+            for key, item in value.items()
+        )
+    return False
+
+
+def _utf8_encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    """One subprotocol's way of turning messages into frames and back."""
+
+    subprotocol: str
+    binary: bool
+    encode: Callable[[dict[str, Any]], bytes]
+    decode: Callable[[bytes], dict[str, Any]]
+
+
+JSON = Codec(JSON_SUBPROTOCOL, False, encode_json, decode_json)
+MSGPACK = Codec(MSGPACK_SUBPROTOCOL, True, encode_msgpack, decode_msgpack)
+CODECS = {JSON.subprotocol: JSON, MSGPACK.subprotocol: MSGPACK}
+
+
+def choose_codec(offered: list[str]) -> Codec:
+    """Pick the first subprotocol the client offered that we speak; JSON when it offered none of ours."""
+    for name in offered:
+        codec = CODECS.get(name)
+        if codec is not None:
+            return codec
+    return JSON

@@ -1,0 +1,237 @@
+"""The signaling WebSocket endpoint: decode frames, dispatch to the switchboard, encode replies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from vchat.protocol.codec import JSON, Codec, choose_codec
+from vchat.protocol.errors import CloseCode, ErrorCode, ProtocolError
+from vchat.protocol.messages import (
+    Chat,
+    ClientMessage,
+    Hello,
+    Next,
+    Ping,
+    RequestId,
+    Search,
+    Signal,
+    Stop,
+    Typing,
+    message_type,
+    parse_message,
+    request_id,
+)
+from vchat.ratelimit import TokenBucket
+from vchat.session import IPeer, Session
+from vchat.switchboard import Switchboard
+
+WEBSOCKET_PATH = "/ws"
+_STRIKE_CODES = frozenset(
+    {ErrorCode.BAD_MESSAGE, ErrorCode.UNKNOWN_TYPE, ErrorCode.TOO_LONG, ErrorCode.RATE_LIMITED}
+)
+
+_HANDLERS: dict[type, str] = {
+    Hello: "handle_hello",
+    Search: "handle_search",
+    Next: "handle_next",
+    Stop: "handle_stop",
+    Signal: "handle_signal",
+    Chat: "handle_chat",
+    Typing: "handle_typing",
+    Ping: "handle_ping",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """Per-connection limits of the signaling endpoint."""
+
+    max_message_bytes: int = 65536
+    message_rate: float = 20.0
+    message_burst: int = 60
+    max_bad_messages: int = 10
+    bad_message_window: float = 60.0
+    hello_timeout: float = 10.0
+    heartbeat_interval: float = 25.0
+    heartbeat_timeout: float = 10.0
+
+
+@implementer(IPeer)
+class SignalingProtocol(WebSocketServerProtocol):
+    """One client connection; thin: all decisions are the switchboard's."""
+
+    _log = Logger()
+    factory: SignalingFactory
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._codec: Codec = JSON
+        self._session: Session | None = None
+        self._limiter: TokenBucket | None = None
+        self._strikes: TokenBucket | None = None
+        self._hello_timer: IDelayedCall | None = None
+
+    # --- autobahn callbacks ---------------------------------------------------------------------------
+
+    def onConnect(self, request: ConnectionRequest) -> str | None:
+        if request.path != WEBSOCKET_PATH:
+            raise ConnectionDeny(ConnectionDeny.NOT_FOUND, f"the signaling endpoint is {WEBSOCKET_PATH}")
+        self._codec = choose_codec(request.protocols)
+        return self._codec.subprotocol if self._codec.subprotocol in request.protocols else None
+
+    def onOpen(self) -> None:
+        factory = self.factory
+        limits, now = factory.limits, factory.clock.seconds()
+        self._limiter = TokenBucket(limits.message_rate, limits.message_burst, now)
+        self._strikes = TokenBucket(
+            limits.max_bad_messages / limits.bad_message_window, limits.max_bad_messages, now
+        )
+        self._hello_timer = factory.clock.callLater(limits.hello_timeout, self._hello_overdue)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self.state != self.STATE_OPEN:
+            return
+        try:
+            self._receive(payload)
+        except Exception:
+            self._log.failure("handling a client message")
+
+    def _receive(self, payload: bytes) -> None:
+        rid: RequestId = None
+        try:
+            now = self.factory.clock.seconds()
+            if self._limiter is not None and not self._limiter.take(now):
+                raise ProtocolError(ErrorCode.RATE_LIMITED, "too many messages: slow down")
+            raw = self._codec.decode(payload)
+            rid = request_id(raw)
+            if self._session is None and message_type(raw) != "hello":
+                raise ProtocolError(ErrorCode.HELLO_REQUIRED, "say hello first", CloseCode.HELLO_REQUIRED)
+            self._dispatch(parse_message(raw), rid)
+        except ProtocolError as error:
+            self._refuse(error, rid)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if self._hello_timer is not None and self._hello_timer.active():
+            self._hello_timer.cancel()
+        self._hello_timer = None
+        session, self._session = self._session, None
+        if session is not None:
+            try:
+                self.factory.switchboard.lost(session, self, abnormal=not wasClean)
+            except Exception:
+                self._log.failure("losing session {session_id}", session_id=session.session_id)
+
+    # --- IPeer ----------------------------------------------------------------------------------------
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Encode and send one message, if the connection is still open."""
+        if self.state == self.STATE_OPEN:
+            self.sendMessage(self._codec.encode(message), isBinary=self._codec.binary)
+
+    def close(self, code: int, reason: str) -> None:
+        """Close with `code`; the session, if any, is no longer this connection's."""
+        self._session = None
+        self.sendClose(code=int(code), reason=reason)
+
+    # --- handlers -------------------------------------------------------------------------------------
+
+    def _dispatch(self, message: ClientMessage, rid: RequestId) -> None:
+        handler = getattr(self, _HANDLERS[type(message)])
+        handler(message, rid)
+
+    def _require_session(self) -> Session:
+        session = self._session
+        if session is None:  # onMessage lets only hello through before a session exists
+            raise ProtocolError(ErrorCode.HELLO_REQUIRED, "say hello first", CloseCode.HELLO_REQUIRED)
+        return session
+
+    def handle_hello(self, hello: Hello, rid: RequestId) -> None:
+        if self._session is not None:
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, "hello was already received")
+        if self._hello_timer is not None and self._hello_timer.active():
+            self._hello_timer.cancel()
+        self._hello_timer = None
+        self._session = self.factory.switchboard.open(hello, self, country=None)
+
+    def handle_search(self, search: Search, rid: RequestId) -> None:
+        self.factory.switchboard.search(self._require_session(), search)
+
+    def handle_next(self, message: Next, rid: RequestId) -> None:
+        self.factory.switchboard.next(self._require_session())
+
+    def handle_stop(self, message: Stop, rid: RequestId) -> None:
+        self.factory.switchboard.stop(self._require_session())
+
+    def handle_signal(self, signal: Signal, rid: RequestId) -> None:
+        relayed = {"type": "signal", "match_id": signal.match_id, "payload": signal.payload}
+        self.factory.switchboard.relay(self._require_session(), signal.match_id, relayed)
+
+    def handle_chat(self, chat: Chat, rid: RequestId) -> None:
+        relayed = {"type": "chat", "match_id": chat.match_id, "text": chat.text}
+        self.factory.switchboard.relay(self._require_session(), chat.match_id, relayed)
+
+    def handle_typing(self, typing: Typing, rid: RequestId) -> None:
+        relayed = {"type": "typing", "match_id": typing.match_id}
+        self.factory.switchboard.relay(self._require_session(), typing.match_id, relayed)
+
+    def handle_ping(self, ping: Ping, rid: RequestId) -> None:
+        self.send({"type": "pong", "re": rid} if rid is not None else {"type": "pong"})
+
+    def _hello_overdue(self) -> None:
+        self._hello_timer = None
+        try:
+            self._refuse(
+                ProtocolError(ErrorCode.HELLO_REQUIRED, "no hello in time", CloseCode.HELLO_REQUIRED), None
+            )
+        except Exception:
+            self._log.failure("closing a connection that sent no hello")
+
+    def _refuse(self, error: ProtocolError, rid: RequestId) -> None:
+        """The one error path: an `error` message, then a close when the error is fatal or too frequent."""
+        reply: dict[str, Any] = {"type": "error", "code": error.code.value, "message": error.message}
+        if rid is not None:
+            reply["re"] = rid
+        self.send(reply)
+        close = error.close
+        if close is None and error.code in _STRIKE_CODES:
+            strikes = self._strikes
+            if strikes is not None and not strikes.take(self.factory.clock.seconds()):
+                close = CloseCode.TOO_MANY_ERRORS
+        if close is None:
+            return
+        self._log.info("closing a connection: {code}", code=error.code.value)
+        session, self._session = self._session, None
+        if session is not None:
+            self.factory.switchboard.end(session)
+        self.sendClose(
+            code=int(close), reason=error.message if close == error.close else "too many bad messages"
+        )
+
+
+class SignalingFactory(WebSocketServerFactory):
+    """Makes `SignalingProtocol`s; holds the clock, the limits and the switchboard they share."""
+
+    protocol = SignalingProtocol
+
+    def __init__(self, switchboard: Switchboard, limits: ConnectionLimits, clock: IReactorTime) -> None:
+        super().__init__(reactor=clock)
+        self.switchboard = switchboard
+        self.limits = limits
+        self.clock = clock
+        self.setProtocolOptions(
+            maxFramePayloadSize=limits.max_message_bytes,
+            maxMessagePayloadSize=limits.max_message_bytes,
+            autoPingInterval=limits.heartbeat_interval,
+            autoPingTimeout=limits.heartbeat_timeout,
+            openHandshakeTimeout=limits.hello_timeout,
+            closeHandshakeTimeout=5,
+            failByDrop=False,
+            perMessageCompressionAccept=lambda offers: None,
+        )

@@ -1,0 +1,85 @@
+"""Services that own the lifecycle of vchat's listeners."""
+
+from __future__ import annotations
+
+import resource
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IListeningPort, IReactorCore, IStreamServerEndpoint
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from vchat.protocol.websocket import SignalingFactory
+
+
+def raise_open_files_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (each connection is a file); returns the new limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            return soft
+        return hard
+    return soft
+
+
+class SignalingService(Service):
+    """Listens for signaling WebSockets; on stop, closes every session (going away) and the port."""
+
+    _log = Logger()
+
+    def __init__(
+        self, endpoint: IStreamServerEndpoint, factory: SignalingFactory, reactor: IReactorCore
+    ) -> None:
+        self.setName("signaling")
+        self._endpoint = endpoint
+        self._factory = factory
+        self._reactor = reactor
+        self._port: IListeningPort | None = None
+        self._starting: Deferred[IListeningPort] | None = None
+        self._waiters: list[Deferred[IListeningPort]] = []
+
+    def startService(self) -> None:
+        super().startService()
+        limit = raise_open_files_limit()
+        self._log.info("open files limit {limit}", limit=limit)
+        self._starting = self._endpoint.listen(self._factory)
+        self._starting.addCallbacks(self._listening, self._failed)
+
+    def _listening(self, port: IListeningPort) -> None:
+        self._starting = None
+        self._port = port
+        self._log.info("signaling on {address}", address=port.getHost())
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(port)
+
+    def _failed(self, failure: Failure) -> None:
+        self._starting = None
+        self._log.failure("cannot listen for signaling", failure)
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.errback(failure)
+        if self._reactor.running:
+            self._reactor.stop()
+
+    def whenListening(self) -> Deferred[IListeningPort]:
+        """Fires with the listening port once the service listens (at once if it already does)."""
+        waiter: Deferred[IListeningPort] = Deferred()
+        if self._port is not None:
+            waiter.callback(self._port)
+        else:
+            self._waiters.append(waiter)
+        return waiter
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        if self._starting is not None:
+            self._starting.cancel()
+        self._factory.switchboard.shutdown()
+        port, self._port = self._port, None
+        if port is None:
+            return None
+        return maybeDeferred(port.stopListening)

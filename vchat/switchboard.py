@@ -1,0 +1,265 @@
+"""The switchboard: sessions, the queue and matches, driven by the protocol and an injected clock."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from vchat.matching import MatchingEngine, Pair, Seeker
+from vchat.protocol.errors import CloseCode, ErrorCode, ProtocolError
+from vchat.protocol.messages import Hello, Search
+from vchat.session import IPeer, Match, Session, SessionState
+
+IceServers = Callable[[Session], list[dict[str, Any]]]
+_DEFAULT_SEARCH = Search("any", frozenset())
+
+
+def _no_ice_servers(session: Session) -> list[dict[str, Any]]:
+    return []
+
+
+class Switchboard:
+    """Owns every live session and match on this node; the protocol calls it, it calls peers."""
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        engine: MatchingEngine,
+        resume_grace: float,
+        ice_servers: IceServers = _no_ice_servers,
+    ) -> None:
+        self._clock = clock
+        self._engine = engine
+        self._resume_grace = resume_grace
+        self._ice_servers = ice_servers
+        self._sessions: dict[str, Session] = {}
+        self._by_token: dict[str, Session] = {}
+        self._online = 0
+        self._poll_timer: IDelayedCall | None = None
+
+    @property
+    def online(self) -> int:
+        """Sessions with a live connection."""
+        return self._online
+
+    @property
+    def sessions(self) -> int:
+        """Sessions kept, including those waiting to be resumed."""
+        return len(self._sessions)
+
+    @property
+    def waiting(self) -> int:
+        """Sessions in the matching queue."""
+        return len(self._engine)
+
+    # --- life cycle -------------------------------------------------------------------------------------
+
+    def open(self, hello: Hello, peer: IPeer, country: str | None) -> Session:
+        """Start a session for `peer`, or resume the one its token names; sends `welcome`."""
+        session = self._by_token.pop(hello.resume, None) if hello.resume else None
+        if session is None:
+            session = self._new_session(hello, peer, country)
+            self._send(session, self._welcome(session, resumed=False))
+            return session
+        self._resume(session, peer)
+        return session
+
+    def _new_session(self, hello: Hello, peer: IPeer, country: str | None) -> Session:
+        session_id = secrets.token_urlsafe(12)
+        session = Session(session_id, hello.gender, country, hello.lang, self._new_token(), peer)
+        self._sessions[session_id] = session
+        self._by_token[session.resume_token] = session
+        self._online += 1
+        self._log.info("session {session_id} started", session_id=session_id)
+        return session
+
+    def _new_token(self) -> str:
+        return secrets.token_urlsafe(24)
+
+    def _resume(self, session: Session, peer: IPeer) -> None:
+        old_peer, was_away = session.peer, session.state is SessionState.AWAY
+        session.resume_token = self._new_token()
+        self._by_token[session.resume_token] = session
+        session.peer = peer
+        if old_peer is not None:
+            old_peer.close(CloseCode.REPLACED, "session resumed on another connection")
+        else:
+            self._online += 1
+        if session.away_timer is not None:
+            session.away_timer.cancel()
+            session.away_timer = None
+        if was_away:
+            session.enter(SessionState.MATCHED if session.match else SessionState.IDLE)
+        self._log.info("session {session_id} resumed", session_id=session.session_id)
+        self._send(session, self._welcome(session, resumed=True))
+        if was_away and session.match is not None:
+            self._send_partner(session, {"type": "partner_resumed", "match_id": session.match.match_id})
+
+    def _welcome(self, session: Session, resumed: bool) -> dict[str, Any]:
+        match = session.match
+        return {
+            "type": "welcome",
+            "session_id": session.session_id,
+            "country": session.country,
+            "ice_servers": self._ice_servers(session),
+            "resume_token": session.resume_token,
+            "online": self._online,
+            "resumed": resumed,
+            "match": match.describe_for(session) if match else None,
+        }
+
+    def lost(self, session: Session, peer: IPeer, abnormal: bool) -> None:
+        """`peer`'s connection ended; an abnormal loss keeps the session for the grace window."""
+        if session.peer is not peer or session.state is SessionState.CLOSED:
+            return  # an old connection of a resumed session
+        session.peer = None
+        self._online -= 1
+        if not abnormal:
+            self._close(session)
+            return
+        if session.state is SessionState.SEARCHING:
+            self._engine.cancel(session.session_id)
+        session.enter(SessionState.AWAY)
+        session.away_timer = self._clock.callLater(self._resume_grace, self._grace_over, session)
+        if session.match is not None:
+            self._send_partner(session, {"type": "partner_reconnecting", "match_id": session.match.match_id})
+
+    def _grace_over(self, session: Session) -> None:
+        session.away_timer = None
+        try:
+            self._close(session)
+        except Exception:
+            self._log.failure(
+                "closing session {session_id} after its grace window", session_id=session.session_id
+            )
+
+    def end(self, session: Session) -> None:
+        """End a session for good, as when its connection closed cleanly or the server closed it."""
+        if session.peer is not None:
+            session.peer = None
+            self._online -= 1
+        self._close(session)
+
+    def _close(self, session: Session) -> None:
+        if session.state is SessionState.CLOSED:
+            return
+        self._end_match(session, "disconnect")
+        self._engine.forget(session.session_id)
+        if session.away_timer is not None:
+            session.away_timer.cancel()
+            session.away_timer = None
+        session.enter(SessionState.CLOSED)
+        del self._sessions[session.session_id]
+        self._by_token.pop(session.resume_token, None)
+        self._log.info("session {session_id} ended", session_id=session.session_id)
+
+    def shutdown(self) -> None:
+        """Close every connection (going away) and forget every session: the server is stopping."""
+        if self._poll_timer is not None and self._poll_timer.active():
+            self._poll_timer.cancel()
+        self._poll_timer = None
+        for session in list(self._sessions.values()):
+            peer = session.peer
+            self.end(session)
+            if peer is not None:
+                peer.close(CloseCode.SHUTTING_DOWN, "server shutting down")
+
+    # --- searching and matching ---------------------------------------------------------------------
+
+    def search(self, session: Session, search: Search) -> None:
+        """Enter (or re-enter) the queue with new filters; refused while matched."""
+        if session.state is SessionState.MATCHED:
+            raise ProtocolError(ErrorCode.IN_MATCH, "you are in a match: send next or stop first")
+        self._enqueue(session, search)
+
+    def next(self, session: Session) -> None:
+        """Leave the current match, if any, and search again with the last filters."""
+        self._end_match(session, "next")
+        self._enqueue(session, session.filters or _DEFAULT_SEARCH)
+
+    def stop(self, session: Session) -> None:
+        """Leave the current match and the queue."""
+        self._end_match(session, "stop")
+        self._engine.cancel(session.session_id)
+        session.enter(SessionState.IDLE)
+        self._send(session, {"type": "idle"})
+
+    def _enqueue(self, session: Session, search: Search) -> None:
+        session.filters = search
+        session.enter(SessionState.SEARCHING)
+        self._send(session, {"type": "searching"})
+        seeker = Seeker(session.session_id, session.gender, session.country, search.want, search.countries)
+        pair = self._engine.search(seeker, self._clock.seconds())
+        if pair is None:
+            self._schedule_poll()
+        else:
+            self._start_match(pair)
+
+    def _start_match(self, pair: Pair) -> None:
+        offer, answer = self._sessions[pair.waiting], self._sessions[pair.arriving]
+        match = Match(secrets.token_urlsafe(9), offer, answer)
+        for session in match.sessions:
+            session.match = match
+            session.enter(SessionState.MATCHED)
+        for session in match.sessions:
+            self._send(session, {"type": "matched", **match.describe_for(session)})
+
+    def _end_match(self, session: Session, reason: str) -> None:
+        match = session.match
+        if match is None:
+            return
+        partner = match.partner_of(session)
+        session.match = partner.match = None
+        if partner.state is SessionState.MATCHED:
+            partner.enter(SessionState.IDLE)
+        self._send(partner, {"type": "partner_left", "match_id": match.match_id, "reason": reason})
+
+    def _schedule_poll(self) -> None:
+        due = self._engine.next_poll_at()
+        if due is None:
+            return
+        timer = self._poll_timer
+        if timer is not None and timer.active():
+            if timer.getTime() <= due:
+                return
+            timer.cancel()
+        self._poll_timer = self._clock.callLater(max(0.0, due - self._clock.seconds()), self._poll)
+
+    def _poll(self) -> None:
+        self._poll_timer = None
+        try:
+            for pair in self._engine.poll(self._clock.seconds()):
+                self._start_match(pair)
+        except Exception:
+            self._log.failure("polling the matching engine")
+        self._schedule_poll()
+
+    # --- relaying -----------------------------------------------------------------------------------
+
+    def relay(self, session: Session, match_id: str, message: dict[str, Any]) -> None:
+        """Pass a signal, chat or typing message to the partner in match `match_id`."""
+        match = session.match
+        if match is None or match.match_id != match_id:
+            raise ProtocolError(ErrorCode.NO_MATCH, "no such match: it may have just ended")
+        partner = match.partner_of(session)
+        if partner.peer is None:
+            raise ProtocolError(
+                ErrorCode.PARTNER_RECONNECTING, "your partner lost the connection and may come back"
+            )
+        partner.peer.send(message)
+
+    # --- delivery -----------------------------------------------------------------------------------
+
+    def _send(self, session: Session, message: dict[str, Any]) -> None:
+        if session.peer is not None:
+            session.peer.send(message)
+
+    def _send_partner(self, session: Session, message: dict[str, Any]) -> None:
+        if session.match is not None:
+            self._send(session.match.partner_of(session), message)

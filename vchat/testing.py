@@ -1,0 +1,81 @@
+"""A real WebSocket signaling client for tests and tools: connect over loopback, send maps, await replies."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlparse
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet.defer import Deferred, DeferredQueue
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.interfaces import IReactorTime
+
+from vchat.protocol.codec import CODECS, JSON, Codec
+
+CloseInfo = tuple[bool, int | None, str | None]
+
+
+class SignalingClient(WebSocketClientProtocol):
+    """One client connection that queues what the server sends, for tests to await in order."""
+
+    factory: SignalingClientFactory
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.codec: Codec = JSON
+        self.inbox: DeferredQueue[dict[str, Any]] = DeferredQueue()
+        self.opened: Deferred[SignalingClient] = Deferred()
+        self.closed: Deferred[CloseInfo] = Deferred()
+
+    def onOpen(self) -> None:
+        self.codec = CODECS.get(self.websocket_protocol_in_use or "", JSON)
+        self.opened.callback(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.inbox.put(self.codec.decode(payload))
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if not self.opened.called:
+            self.opened.errback(ConnectionError(f"WebSocket not opened: {reason}"))
+        self.closed.callback((wasClean, code, reason))
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Encode `message` with the negotiated codec and send it."""
+        self.sendMessage(self.codec.encode(message), isBinary=self.codec.binary)
+
+    async def receive(self, timeout: float = 5.0) -> dict[str, Any]:
+        """The next message from the server; `twisted.internet.defer.TimeoutError` after `timeout` s."""
+        waiting = self.inbox.get()
+        waiting.addTimeout(timeout, self.factory.clock)
+        return await waiting
+
+    async def expect(self, kind: str, timeout: float = 5.0) -> dict[str, Any]:
+        """The next message, which must be of type `kind`."""
+        message = await self.receive(timeout)
+        if message.get("type") != kind:
+            raise AssertionError(f"expected {kind!r}, got {message!r}")
+        return message
+
+    async def wait_closed(self, timeout: float = 5.0) -> CloseInfo:
+        """The close (wasClean, code, reason), once the connection has closed."""
+        self.closed.addTimeout(timeout, self.factory.clock)
+        return await self.closed
+
+
+class SignalingClientFactory(WebSocketClientFactory):
+    """Makes `SignalingClient`s for one URL."""
+
+    protocol = SignalingClient
+
+    def __init__(self, url: str, subprotocols: list[str] | None, clock: IReactorTime) -> None:
+        super().__init__(url, protocols=subprotocols or [], reactor=clock)
+        self.clock = clock
+
+
+async def connect(reactor: Any, url: str, subprotocols: list[str] | None = None) -> SignalingClient:
+    """Open a WebSocket to `url` (ws://host:port/path) offering `subprotocols`; returns the open client."""
+    parsed = urlparse(url)
+    factory = SignalingClientFactory(url, subprotocols, reactor)
+    endpoint = TCP4ClientEndpoint(reactor, parsed.hostname or "127.0.0.1", parsed.port or 80, timeout=5)
+    client: SignalingClient = await endpoint.connect(factory)
+    return await client.opened
