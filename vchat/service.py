@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import resource
+from collections.abc import Callable
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IListeningPort, IReactorCore, IStreamServerEndpoint
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -26,18 +27,22 @@ def raise_open_files_limit() -> int:
 
 
 class SignalingService(Service):
-    """Listens for signaling WebSockets; on stop, closes every session (going away) and the port."""
+    """Listens for signaling WebSockets; on stop, closes every session and the port.
+
+    `on_failure` runs when the endpoint cannot listen (twistd passes a function that stops the process).
+    """
 
     _log = Logger()
 
     def __init__(
-        self, endpoint: IStreamServerEndpoint, factory: SignalingFactory, reactor: IReactorCore
+        self, endpoint: IStreamServerEndpoint, factory: SignalingFactory, on_failure: Callable[[], object]
     ) -> None:
         self.setName("signaling")
         self._endpoint = endpoint
         self._factory = factory
-        self._reactor = reactor
+        self._on_failure = on_failure
         self._port: IListeningPort | None = None
+        self._failure: Failure | None = None
         self._starting: Deferred[IListeningPort] | None = None
         self._waiters: list[Deferred[IListeningPort]] = []
 
@@ -58,28 +63,30 @@ class SignalingService(Service):
 
     def _failed(self, failure: Failure) -> None:
         self._starting = None
+        self._failure = failure
         self._log.failure("cannot listen for signaling", failure)
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             waiter.errback(failure)
-        if self._reactor.running:
-            self._reactor.stop()
+        self._on_failure()
 
     def whenListening(self) -> Deferred[IListeningPort]:
-        """Fires with the listening port once the service listens (at once if it already does)."""
+        """Fires with the listening port once the service listens, or fails as listening failed."""
         waiter: Deferred[IListeningPort] = Deferred()
         if self._port is not None:
             waiter.callback(self._port)
+        elif self._failure is not None:
+            waiter.errback(self._failure)
         else:
             self._waiters.append(waiter)
         return waiter
 
-    def stopService(self) -> Deferred[None] | None:
+    def stopService(self) -> Deferred[None]:
         super().stopService()
         if self._starting is not None:
             self._starting.cancel()
         self._factory.switchboard.shutdown()
         port, self._port = self._port, None
         if port is None:
-            return None
+            return succeed(None)
         return maybeDeferred(port.stopListening)

@@ -87,6 +87,10 @@ class Options(usage.Options):
             given = self[setting.name]
             raw = given if given is not None else from_file.get(setting.name, setting.default)
             self[setting.name] = _coerce(setting, raw)
+        try:
+            serverFromString(None, self["ws"])
+        except (ValueError, TypeError, KeyError) as e:
+            raise usage.UsageError(f"--ws: {self['ws']!r} is not a server endpoint ({e})") from e
 
     def limits(self) -> ConnectionLimits:
         """The per-connection limits these options describe."""
@@ -140,5 +144,11 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     switchboard = Switchboard(reactor, engine, resume_grace=options["resume-grace"])
     factory = SignalingFactory(switchboard, options.limits(), reactor)
     root = MultiService()
-    SignalingService(serverFromString(reactor, options["ws"]), factory, reactor).setServiceParent(root)
+    endpoint = serverFromString(reactor, options["ws"])
+    SignalingService(endpoint, factory, on_failure=lambda: _stop_running(reactor)).setServiceParent(root)
     return root
+
+
+def _stop_running(reactor: Any) -> None:
+    if reactor.running:
+        reactor.stop()

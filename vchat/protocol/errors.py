@@ -28,7 +28,6 @@ class CloseCode(IntEnum):
     HELLO_REQUIRED = 4001
     AGE_REQUIRED = 4002
     REPLACED = 4003
-    GRACE_EXPIRED = 4004
     TOO_MANY_ERRORS = 4008
 
 

@@ -1,0 +1,159 @@
+"""`twistd vchat` options, the TOML file, and the service tree."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
+from twisted.internet.task import deferLater
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.python.usage import UsageError
+
+from vchat.service import SignalingService
+from vchat.tap import SETTINGS, Options, makeService
+from vchat.testing import connect
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse(*args: str) -> Options:
+    options = Options()
+    options.parseOptions(list(args))
+    return options
+
+
+def test_defaults() -> None:
+    options = parse()
+    for setting in SETTINGS:
+        assert options[setting.name] == setting.default
+    assert options["ws"] == "tcp:8080"
+
+
+def test_config_file_and_command_line_precedence(tmp_path: Path) -> None:
+    config = tmp_path / "vchat.toml"
+    config.write_text('ws = "tcp:9000"\nresume_grace = 3\nmessage-rate = 5\n')
+    options = parse("--config", str(config), "--message-rate", "7.5")
+    assert options["ws"] == "tcp:9000"
+    assert options["resume-grace"] == 3.0
+    assert options["message-rate"] == 7.5
+    assert options["heartbeat"] == 25.0
+
+
+def test_example_config_is_valid() -> None:
+    options = parse("--config", str(ROOT / "docs" / "vchat.toml"))
+    assert options["ws"] == "tcp:8080"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--message-rate", "fast"], "--message-rate"),
+        (["--max-message-bytes", "10"], "at least"),
+        (["--heartbeat", "0"], "--heartbeat"),
+        (["--ws", "nonsense:1"], "--ws"),
+        (["--config", "/nonexistent/vchat.toml"], "cannot read"),
+    ],
+)
+def test_bad_options_are_usage_errors(args: list[str], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        parse(*args)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("ws = [", "not valid TOML"),
+        ("colour = 1", "unknown options: colour"),
+        ("heartbeat = true", "boolean"),
+    ],
+)
+def test_bad_config_files(tmp_path: Path, text: str, message: str) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    with pytest.raises(UsageError, match=message):
+        parse("--config", str(config))
+
+
+def test_service_tree() -> None:
+    service = makeService(parse("--ws", "tcp:0:interface=127.0.0.1"), reactor)
+    assert isinstance(service.getServiceNamed("signaling"), SignalingService)
+
+
+@pytest_twisted.ensureDeferred
+async def test_listen_failure_is_reported() -> None:
+    first = makeService(parse("--ws", "tcp:0:interface=127.0.0.1"), reactor)
+    first.startService()
+    port = await first.getServiceNamed("signaling").whenListening()
+    failures: list[bool] = []
+    factory = first.getServiceNamed("signaling")._factory
+    endpoint = serverFromString(reactor, f"tcp:{port.getHost().port}:interface=127.0.0.1")
+    second = SignalingService(endpoint, factory, on_failure=lambda: failures.append(True))
+    second.startService()
+    with pytest.raises(CannotListenError):
+        await second.whenListening()
+    assert failures == [True]
+    await second.stopService()
+    await first.stopService()
+
+
+def twistd(*args: str) -> list[str]:
+    """Arguments that run `twistd` with this interpreter and this checkout's plugin."""
+    return ["-c", "from twisted.scripts.twistd import run; run()", *args]
+
+
+@pytest_twisted.ensureDeferred
+async def test_twistd_help_lists_every_option() -> None:
+    out, _, code = await getProcessOutputAndValue(
+        sys.executable,
+        twistd("vchat", "--help"),
+        env={"PYTHONPATH": str(ROOT)},
+        path=str(ROOT),
+        reactor=reactor,
+    )
+    assert code == 0
+    for setting in SETTINGS:
+        assert f"--{setting.name}=" in out.decode()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest_twisted.ensureDeferred
+async def test_twistd_serves_and_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, *twistd("-n", "--pidfile=", "vchat", "--ws", f"tcp:{port}:interface=127.0.0.1")],
+        cwd=tmp_path, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        for _ in range(100):
+            try:
+                client = await connect(reactor, f"ws://127.0.0.1:{port}/ws")
+                break
+            except Exception:
+                await deferLater(reactor, 0.1)
+        else:
+            pytest.fail("twistd vchat did not start listening")
+        client.send({"type": "hello", "age_confirmed": True, "gender": "m"})
+        assert (await client.expect("welcome"))["online"] == 1
+        process.send_signal(signal.SIGTERM)
+        _, code, _ = await client.wait_closed()
+        assert code == 4000
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=10)[0].decode()
+    assert process.returncode in (0, -signal.SIGTERM), output  # newer twistd re-raises the signal
+    assert "signaling on" in output
