@@ -1,4 +1,4 @@
-"""A real WebSocket signaling client for tests and tools: connect over loopback, send maps, await replies."""
+"""Test helpers others can import: a real WebSocket signaling client, and an in-memory peer."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.interfaces import IReactorTime
+from zope.interface import implementer
 
 from vchat.protocol.codec import CODECS, JSON, Codec
+from vchat.session import IPeer
 
 CloseInfo = tuple[bool, int | None, str | None]
 
@@ -79,3 +81,27 @@ async def connect(reactor: Any, url: str, subprotocols: list[str] | None = None)
     endpoint = TCP4ClientEndpoint(reactor, parsed.hostname or "127.0.0.1", parsed.port or 80, timeout=5)
     client: SignalingClient = await endpoint.connect(factory)
     return await client.opened
+
+
+@implementer(IPeer)
+class RecordingPeer:
+    """An in-memory `IPeer` that records what the switchboard sends it, for tests without sockets."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.closed_with: tuple[int, str] | None = None
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+
+    def close(self, code: int, reason: str) -> None:
+        self.closed_with = (code, reason)
+
+    def types(self) -> list[str]:
+        """The types of the messages sent so far."""
+        return [message["type"] for message in self.sent]
+
+    def take(self) -> list[dict[str, Any]]:
+        """The messages sent since the last `take`."""
+        sent, self.sent = self.sent, []
+        return sent

@@ -1,0 +1,155 @@
+"""The switchboard with an injected clock and in-memory peers: sessions, matches, grace windows, rematching."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.task import Clock
+from zope.interface.verify import verifyObject
+
+from vchat.matching import MatchingEngine
+from vchat.protocol.errors import ErrorCode, ProtocolError
+from vchat.protocol.messages import Hello, Search
+from vchat.session import IPeer, Session, SessionState
+from vchat.switchboard import Switchboard
+from vchat.testing import RecordingPeer
+
+ANY = Search("any", frozenset())
+
+
+def hello(gender: str = "m", resume: str | None = None) -> Hello:
+    return Hello(gender, None, {}, resume)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def board(clock: Clock) -> Switchboard:
+    return Switchboard(clock, MatchingEngine(rematch_after=30.0), resume_grace=15.0)
+
+
+def join(board: Switchboard, gender: str = "m") -> tuple[Session, RecordingPeer]:
+    peer = RecordingPeer()
+    session = board.open(hello(gender), peer, country=None)
+    peer.take()
+    return session, peer
+
+
+def test_recording_peer_provides_ipeer() -> None:
+    verifyObject(IPeer, RecordingPeer())
+
+
+def test_match_and_end(board: Switchboard) -> None:
+    a, pa = join(board)
+    b, pb = join(board, "f")
+    board.search(a, ANY)
+    board.search(b, ANY)
+    assert pa.types() == ["searching", "matched"] and pb.types() == ["searching", "matched"]
+    assert a.match is b.match and a.state is b.state is SessionState.MATCHED
+    assert board.waiting == 0
+    board.stop(b)
+    assert a.match is None and a.state is SessionState.IDLE
+    assert pa.sent[-1]["type"] == "partner_left" and pb.sent[-1] == {"type": "idle"}
+
+
+def test_two_people_alone_meet_again_after_rematch_after(board: Switchboard, clock: Clock) -> None:
+    a, pa = join(board)
+    b, pb = join(board)
+    board.search(a, ANY)
+    board.search(b, ANY)
+    first = a.match
+    board.next(a)
+    board.search(b, ANY)
+    pa.take()
+    pb.take()
+    clock.advance(29)
+    assert a.state is b.state is SessionState.SEARCHING
+    clock.advance(1.5)
+    assert a.state is b.state is SessionState.MATCHED
+    assert a.match is not first
+    assert [m["type"] for m in pa.take()] == ["matched"]
+
+
+def test_abnormal_loss_keeps_session_for_the_grace_window(board: Switchboard, clock: Clock) -> None:
+    a, pa = join(board)
+    b, pb = join(board)
+    board.search(a, ANY)
+    board.search(b, ANY)
+    pb.take()
+    match_id = b.match.match_id
+    board.lost(a, pa, abnormal=True)
+    assert a.state is SessionState.AWAY and board.online == 1 and board.sessions == 2
+    assert pb.take() == [{"type": "partner_reconnecting", "match_id": match_id}]
+    with pytest.raises(ProtocolError) as caught:
+        board.relay(b, match_id, {"type": "chat"})
+    assert caught.value.code is ErrorCode.PARTNER_RECONNECTING
+    clock.advance(14.9)
+    assert a.state is SessionState.AWAY
+    clock.advance(0.1)
+    assert a.state is SessionState.CLOSED and board.sessions == 1
+    assert pb.take() == [{"type": "partner_left", "match_id": match_id, "reason": "disconnect"}]
+    assert b.state is SessionState.IDLE
+
+
+def test_resume_within_grace(board: Switchboard, clock: Clock) -> None:
+    a, pa = join(board)
+    b, pb = join(board)
+    board.search(a, ANY)
+    board.search(b, ANY)
+    match_id = a.match.match_id
+    token = a.resume_token
+    board.lost(a, pa, abnormal=True)
+    clock.advance(10)
+    pa2 = RecordingPeer()
+    resumed = board.open(hello(resume=token), pa2, country=None)
+    assert resumed is a and a.state is SessionState.MATCHED and a.resume_token != token
+    welcome = pa2.sent[0]
+    assert welcome["resumed"] is True and welcome["match"]["match_id"] == match_id
+    assert pb.sent[-1] == {"type": "partner_resumed", "match_id": match_id}
+    clock.advance(10)  # the old grace timer was cancelled
+    assert a.state is SessionState.MATCHED
+    # the old connection's late close changes nothing
+    board.lost(a, pa, abnormal=False)
+    assert a.state is SessionState.MATCHED
+
+
+def test_searching_session_leaves_the_queue_when_lost(board: Switchboard) -> None:
+    a, pa = join(board)
+    board.search(a, ANY)
+    board.lost(a, pa, abnormal=True)
+    assert board.waiting == 0
+    b, pb = join(board)
+    board.search(b, ANY)
+    assert pb.types() == ["searching"]
+
+
+def test_clean_close_ends_at_once(board: Switchboard, clock: Clock) -> None:
+    a, pa = join(board)
+    b, pb = join(board)
+    board.search(a, ANY)
+    board.search(b, ANY)
+    match_id = a.match.match_id
+    board.lost(a, pa, abnormal=False)
+    assert pb.sent[-1] == {"type": "partner_left", "match_id": match_id, "reason": "disconnect"}
+    assert board.sessions == 1 and not clock.getDelayedCalls()
+
+
+def test_shutdown_closes_everything(board: Switchboard, clock: Clock) -> None:
+    a, pa = join(board)
+    b, pb = join(board)
+    board.search(a, ANY)
+    board.next(b)
+    board.lost(b, pb, abnormal=True)
+    board.shutdown()
+    assert board.sessions == board.online == board.waiting == 0
+    assert pa.closed_with is not None and pa.closed_with[0] == 4000
+    assert not clock.getDelayedCalls()
+
+
+def test_illegal_state_moves_are_refused() -> None:
+    session = Session("s", "m", None, None, "t", None)
+    session.enter(SessionState.CLOSED)
+    with pytest.raises(RuntimeError):
+        session.enter(SessionState.IDLE)
