@@ -1,4 +1,4 @@
-"""The switchboard with an injected clock and in-memory peers: sessions, matches, grace windows, rematching."""
+"""The switchboard on a driven clock with in-memory peers: sessions, matches, grace windows, rematching."""
 
 from __future__ import annotations
 
