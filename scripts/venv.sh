@@ -8,7 +8,7 @@ if [ ! -x .venv/bin/python ]; then
   if ! "$PYTHON" -m venv .venv 2>/dev/null; then
     rm -rf .venv
     as_root apt-get update -qq
-    as_root apt-get install -y -qq "python3-venv" >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
     "$PYTHON" -m venv .venv
   fi
 fi

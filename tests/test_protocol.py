@@ -49,12 +49,14 @@ async def test_hello_gets_welcome(server: RunningServer) -> None:
         "session_id",
         "country",
         "ice_servers",
+        "ice_transport_policy",
         "resume_token",
         "online",
         "resumed",
         "match",
     }
     assert welcome["country"] is None
+    assert welcome["ice_transport_policy"] == "all"
     assert welcome["ice_servers"] == []
     assert welcome["online"] == 1
     assert welcome["resumed"] is False and welcome["match"] is None

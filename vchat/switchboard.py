@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from vchat.ice import IcePolicy
 from vchat.matching import MatchingEngine, Pair, Seeker
 from vchat.protocol.errors import CloseCode, ErrorCode, ProtocolError
 from vchat.protocol.messages import Hello, Search
 from vchat.session import IPeer, Match, Session, SessionState
 
-IceServers = Callable[[Session], list[dict[str, Any]]]
 _DEFAULT_SEARCH = Search("any", frozenset())
-
-
-def _no_ice_servers(session: Session) -> list[dict[str, Any]]:
-    return []
 
 
 class Switchboard:
@@ -32,12 +27,12 @@ class Switchboard:
         clock: IReactorTime,
         engine: MatchingEngine,
         resume_grace: float,
-        ice_servers: IceServers = _no_ice_servers,
+        ice: IcePolicy | None = None,
     ) -> None:
         self._clock = clock
         self._engine = engine
         self._resume_grace = resume_grace
-        self._ice_servers = ice_servers
+        self._ice = ice or IcePolicy()
         self._sessions: dict[str, Session] = {}
         self._by_token: dict[str, Session] = {}
         self._online = 0
@@ -60,14 +55,17 @@ class Switchboard:
 
     # --- life cycle -------------------------------------------------------------------------------------
 
-    def open(self, hello: Hello, peer: IPeer, country: str | None) -> Session:
-        """Start a session for `peer`, or resume the one its token names; sends `welcome`."""
+    def open(self, hello: Hello, peer: IPeer, country: str | None, host: str = "localhost") -> Session:
+        """Start a session for `peer`, or resume the one its token names; sends `welcome`.
+
+        `host` is the host name the client connected to, for ICE URLs when no public host is configured.
+        """
         session = self._by_token.pop(hello.resume, None) if hello.resume else None
         if session is None:
             session = self._new_session(hello, peer, country)
-            self._send(session, self._welcome(session, resumed=False))
+            self._send(session, self._welcome(session, host, resumed=False))
             return session
-        self._resume(session, peer)
+        self._resume(session, peer, host)
         return session
 
     def _new_session(self, hello: Hello, peer: IPeer, country: str | None) -> Session:
@@ -82,7 +80,7 @@ class Switchboard:
     def _new_token(self) -> str:
         return secrets.token_urlsafe(24)
 
-    def _resume(self, session: Session, peer: IPeer) -> None:
+    def _resume(self, session: Session, peer: IPeer, host: str) -> None:
         old_peer, was_away = session.peer, session.state is SessionState.AWAY
         session.resume_token = self._new_token()
         self._by_token[session.resume_token] = session
@@ -97,17 +95,18 @@ class Switchboard:
         if was_away:
             session.enter(SessionState.MATCHED if session.match else SessionState.IDLE)
         self._log.info("session {session_id} resumed", session_id=session.session_id)
-        self._send(session, self._welcome(session, resumed=True))
+        self._send(session, self._welcome(session, host, resumed=True))
         if was_away and session.match is not None:
             self._send_partner(session, {"type": "partner_resumed", "match_id": session.match.match_id})
 
-    def _welcome(self, session: Session, resumed: bool) -> dict[str, Any]:
+    def _welcome(self, session: Session, host: str, resumed: bool) -> dict[str, Any]:
         match = session.match
         return {
             "type": "welcome",
             "session_id": session.session_id,
             "country": session.country,
-            "ice_servers": self._ice_servers(session),
+            "ice_servers": self._ice.servers(session.session_id, host, self._clock.seconds()),
+            "ice_transport_policy": self._ice.transport_policy,
             "resume_token": session.resume_token,
             "online": self._online,
             "resumed": resumed,

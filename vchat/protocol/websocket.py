@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +64,15 @@ class ConnectionLimits:
     heartbeat_timeout: float = 10.0
 
 
+_HOST_NAME = re.compile(r"[A-Za-z0-9.:-]{1,253}")
+
+
+def _host_name(host: str) -> str:
+    """The host the client connected to (Autobahn strips the port), if it looks like a host name or address."""
+    host = host.strip("[]")
+    return host if _HOST_NAME.fullmatch(host) else "localhost"
+
+
 @implementer(IPeer)
 class SignalingProtocol(WebSocketServerProtocol):
     """One client connection; thin: all decisions are the switchboard's."""
@@ -77,12 +87,14 @@ class SignalingProtocol(WebSocketServerProtocol):
         self._limiter: TokenBucket | None = None
         self._strikes: TokenBucket | None = None
         self._hello_timer: IDelayedCall | None = None
+        self._host = "localhost"
 
     # --- autobahn callbacks ---------------------------------------------------------------------------
 
     def onConnect(self, request: ConnectionRequest) -> str | None:
         if request.path != WEBSOCKET_PATH:
             raise ConnectionDeny(ConnectionDeny.NOT_FOUND, f"the signaling endpoint is {WEBSOCKET_PATH}")
+        self._host = _host_name(request.host)
         self._codec = choose_codec(request.protocols)
         return self._codec.subprotocol if self._codec.subprotocol in request.protocols else None
 
@@ -158,7 +170,7 @@ class SignalingProtocol(WebSocketServerProtocol):
         if self._hello_timer is not None and self._hello_timer.active():
             self._hello_timer.cancel()
         self._hello_timer = None
-        self._session = self.factory.switchboard.open(hello, self, country=None)
+        self._session = self.factory.switchboard.open(hello, self, country=None, host=self._host)
 
     def handle_search(self, search: Search, rid: RequestId) -> None:
         self.factory.switchboard.search(self._require_session(), search)
