@@ -65,6 +65,23 @@ async def test_hello_gets_welcome(server: RunningServer) -> None:
     await client.wait_closed()
 
 
+@pytest_twisted.ensureDeferred
+async def test_welcome_carries_turn_credentials() -> None:
+    server = await start_server(
+        "--turn-url", "turn:turn.example:3478", "--turn-secret", "s", "--ice-relay-only"
+    )
+    try:
+        client = await server.client()
+        client.send(HELLO)
+        welcome = await client.expect("welcome")
+        turn = welcome["ice_servers"][-1]
+        assert turn["urls"] == ["turn:turn.example:3478"]
+        assert turn["username"].endswith(":" + welcome["session_id"]) and turn["credential"]
+        assert welcome["ice_transport_policy"] == "relay"
+    finally:
+        await server.service.stopService()
+
+
 @pytest.mark.parametrize("codec", ["json", "msgpack", "none"])
 @pytest_twisted.ensureDeferred
 async def test_subprotocols(server: RunningServer, codec: str) -> None:

@@ -47,6 +47,24 @@ def test_config_file_and_command_line_precedence(tmp_path: Path) -> None:
     assert options["heartbeat"] == 25.0
 
 
+def test_ice_options() -> None:
+    options = parse(
+        "--turn-url", "turn:a.example:3478", "--turn-url", "turns:b.example:5349", "--turn-secret", "s"
+    )
+    assert options["turn-url"] == ["turn:a.example:3478", "turns:b.example:5349"]
+    assert options["ice-relay-only"] is False and options["public-host"] is None
+    policy = parse("--ice-relay-only", "--public-host", "chat.example").ice_policy()
+    assert policy.relay_only is True and policy.public_host == "chat.example"
+
+
+def test_ice_options_from_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "vchat.toml"
+    config.write_text('turn-url = ["turn:a.example"]\nturn_secret = "s"\nice-relay-only = true\n')
+    options = parse("--config", str(config))
+    assert options["turn-url"] == ["turn:a.example"] and options["ice-relay-only"] is True
+    assert parse("--config", str(config), "--turn-url", "turn:b.example")["turn-url"] == ["turn:b.example"]
+
+
 def test_example_config_is_valid() -> None:
     options = parse("--config", str(ROOT / "docs" / "vchat.toml"))
     assert options["ws"] == "tcp:8080"
@@ -60,6 +78,9 @@ def test_example_config_is_valid() -> None:
         (["--heartbeat", "0"], "--heartbeat"),
         (["--ws", "nonsense:1"], "--ws"),
         (["--config", "/nonexistent/vchat.toml"], "cannot read"),
+        (["--turn-url", "http://turn.example"], "--turn-url"),
+        (["--turn-url", "turn:turn.example"], "needs --turn-secret"),
+        (["--turn-ttl", "5"], "at least"),
     ],
 )
 def test_bad_options_are_usage_errors(args: list[str], message: str) -> None:
@@ -120,7 +141,7 @@ async def test_twistd_help_lists_every_option() -> None:
     )
     assert code == 0
     for setting in SETTINGS:
-        assert f"--{setting.name}=" in out.decode()
+        assert f"--{setting.name}{'' if setting.flag else '='}" in out.decode()
 
 
 def free_port() -> int:

@@ -16,6 +16,13 @@ def turn_credentials(secret: str, session_id: str, now: float, ttl: float) -> tu
     return username, base64.b64encode(digest).decode("ascii")
 
 
+def turn_url(value: Any) -> str:
+    """A TURN server URL (RFC 7065): turn: or turns:."""
+    if not isinstance(value, str) or not value.startswith(("turn:", "turns:")):
+        raise ValueError("expected a turn: or turns: URL")
+    return value
+
+
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 

@@ -2,46 +2,28 @@
 
 from __future__ import annotations
 
-import tomllib
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
+from vchat.ice import IcePolicy, turn_url
 from vchat.matching import MatchingEngine
+from vchat.options import Setting, SettingsOptions, text
 from vchat.protocol.websocket import ConnectionLimits, SignalingFactory
 from vchat.service import SignalingService
 from vchat.switchboard import Switchboard
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One option, settable on the command line or in the TOML file under the same name."""
-
-    name: str
-    default: Any
-    kind: Callable[[Any], Any]
-    help: str
-    minimum: float | None = None
-
-
-def _text(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError("expected a non-empty string")
-    return value
 
 
 SETTINGS = (
     Setting(
         "ws",
         "tcp:8080",
-        _text,
+        text,
         "signaling listen endpoint (Twisted endpoint string); the WebSocket path is /ws",
     ),
-    Setting("data-dir", "./vchat-data", _text, "directory for durable state"),
+    Setting("data-dir", "./vchat-data", text, "directory for durable state"),
     Setting(
         "max-message-bytes",
         65536,
@@ -69,28 +51,51 @@ SETTINGS = (
     Setting(
         "rematch-after", 30.0, float, "seconds of waiting after which past partners are acceptable again", 0
     ),
+    Setting(
+        "public-host", None, text, "host name or address for ICE URLs [default: the host each client reached]"
+    ),
+    Setting(
+        "turn-url", [], turn_url, "TURN URL for clients, e.g. turn:turn.example.org:3478", repeatable=True
+    ),
+    Setting(
+        "turn-secret",
+        None,
+        text,
+        "coturn's static-auth-secret, to issue TURN credentials (keep it in --config)",
+    ),
+    Setting("turn-ttl", 86400.0, float, "seconds TURN credentials stay valid", 60),
+    Setting(
+        "ice-relay-only",
+        False,
+        bool,
+        "tell clients to relay through TURN only, hiding their addresses",
+        flag=True,
+    ),
 )
-_BY_NAME = {setting.name: setting for setting in SETTINGS}
 
 
-class Options(usage.Options):
+class Options(SettingsOptions):
     """Options of `twistd vchat`; `--config FILE` supplies the same keys and the command line wins."""
 
-    optParameters = [
-        ["config", None, None, "TOML file with any of the options below (command line wins)"],
-        *([s.name, None, None, f"{s.help} [default: {s.default}]"] for s in SETTINGS),
-    ]
+    settings = SETTINGS
 
-    def postOptions(self) -> None:
-        from_file = _read_config(self["config"]) if self["config"] else {}
-        for setting in SETTINGS:
-            given = self[setting.name]
-            raw = given if given is not None else from_file.get(setting.name, setting.default)
-            self[setting.name] = _coerce(setting, raw)
+    def check(self) -> None:
         try:
             serverFromString(None, self["ws"])
         except (ValueError, TypeError, KeyError) as e:
             raise usage.UsageError(f"--ws: {self['ws']!r} is not a server endpoint ({e})") from e
+        if self["turn-url"] and not self["turn-secret"]:
+            raise usage.UsageError("--turn-url needs --turn-secret to issue TURN credentials")
+
+    def ice_policy(self) -> IcePolicy:
+        """What `welcome` tells clients about ICE servers."""
+        return IcePolicy(
+            public_host=self["public-host"],
+            turn_urls=tuple(self["turn-url"]),
+            turn_secret=self["turn-secret"],
+            turn_ttl=self["turn-ttl"],
+            relay_only=self["ice-relay-only"],
+        )
 
     def limits(self) -> ConnectionLimits:
         """The per-connection limits these options describe."""
@@ -105,33 +110,6 @@ class Options(usage.Options):
         )
 
 
-def _read_config(path: str) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as file:
-            table = tomllib.load(file)
-    except OSError as e:
-        raise usage.UsageError(f"cannot read config file {path}: {e.strerror}") from e
-    except tomllib.TOMLDecodeError as e:
-        raise usage.UsageError(f"config file {path} is not valid TOML: {e}") from e
-    config = {key.replace("_", "-"): value for key, value in table.items()}
-    unknown = sorted(set(config) - set(_BY_NAME))
-    if unknown:
-        raise usage.UsageError(f"config file {path} has unknown options: {', '.join(unknown)}")
-    return config
-
-
-def _coerce(setting: Setting, raw: Any) -> Any:
-    try:
-        if isinstance(raw, bool):
-            raise ValueError("expected a number or string, not a boolean")
-        value = setting.kind(raw)
-    except (TypeError, ValueError) as e:
-        raise usage.UsageError(f"--{setting.name}: invalid value {raw!r} ({e})") from e
-    if setting.minimum is not None and value < setting.minimum:
-        raise usage.UsageError(f"--{setting.name} must be at least {setting.minimum}, not {value}")
-    return value
-
-
 def makeService(options: Options, reactor: Any = None) -> IService:
     """Wire the service tree; everything asynchronous happens when the services start."""
     if reactor is None:
@@ -141,7 +119,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         recent_seconds=options["recent-window"],
         rematch_after=options["rematch-after"],
     )
-    switchboard = Switchboard(reactor, engine, resume_grace=options["resume-grace"])
+    switchboard = Switchboard(reactor, engine, resume_grace=options["resume-grace"], ice=options.ice_policy())
     factory = SignalingFactory(switchboard, options.limits(), reactor)
     root = MultiService()
     endpoint = serverFromString(reactor, options["ws"])

@@ -1,0 +1,107 @@
+"""Options settable both on the command line and in a TOML file, for vchat's twistd plugins."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from twisted.python import usage
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One option: `--name` on the command line, `name` (or `name_with_underscores`) in the TOML file."""
+
+    name: str
+    default: Any
+    kind: Callable[[Any], Any]
+    help: str
+    minimum: float | None = None
+    repeatable: bool = False  # a list: the option may be repeated; a TOML array
+    flag: bool = False  # a switch: no value on the command line; true or false in TOML
+
+    def coerce(self, raw: Any) -> Any:
+        """The checked value (a list for repeatable settings), or `UsageError` naming the option."""
+        if raw is None and self.default is None:
+            return None
+        if self.repeatable:
+            items = raw if isinstance(raw, list) else [raw]
+            return [self._coerce_one(item) for item in items]
+        return self._coerce_one(raw)
+
+    def _coerce_one(self, raw: Any) -> Any:
+        try:
+            if self.flag:
+                if not isinstance(raw, bool):
+                    raise ValueError("expected true or false")
+                return raw
+            if isinstance(raw, bool):
+                raise ValueError("expected a number or string, not a boolean")
+            value = self.kind(raw)
+        except (TypeError, ValueError) as e:
+            raise usage.UsageError(f"--{self.name}: invalid value {raw!r} ({e})") from e
+        if self.minimum is not None and value < self.minimum:
+            raise usage.UsageError(f"--{self.name} must be at least {self.minimum}, not {value}")
+        return value
+
+
+def text(value: Any) -> str:
+    """A non-empty string setting."""
+    if not isinstance(value, str) or not value:
+        raise ValueError("expected a non-empty string")
+    return value
+
+
+def _repeat(setting: Setting) -> Callable[[usage.Options, str], None]:
+    def opt(self: usage.Options, value: str) -> None:
+        self.setdefault(setting.name, []).append(value)
+
+    opt.__doc__ = f"{setting.help} (repeatable)"
+    return opt
+
+
+class SettingsOptions(usage.Options):
+    """`usage.Options` built from `settings`, plus `--config FILE`; the command line wins over the file."""
+
+    settings: ClassVar[tuple[Setting, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.optParameters = [
+            ["config", None, None, "TOML file with any of the options below (command line wins)"]
+        ]
+        cls.optFlags = []
+        for s in cls.settings:
+            if s.flag:
+                cls.optFlags.append([s.name, None, s.help])
+            elif s.repeatable:
+                setattr(cls, "opt_" + s.name.replace("-", "_"), _repeat(s))
+            else:
+                cls.optParameters.append([s.name, None, None, f"{s.help} [default: {s.default}]"])
+
+    def postOptions(self) -> None:
+        from_file = self._read_config(self["config"]) if self["config"] else {}
+        for s in self.settings:
+            given = self.get(s.name) or None  # flags are 0 when absent, repeatables absent until given
+            raw = given if given is not None else from_file.get(s.name, s.default)
+            self[s.name] = s.coerce(True if s.flag and given else raw)
+        self.check()
+
+    def check(self) -> None:
+        """Checks across settings, for subclasses; raise `usage.UsageError`."""
+
+    def _read_config(self, path: str) -> dict[str, Any]:
+        try:
+            with open(path, "rb") as file:
+                table = tomllib.load(file)
+        except OSError as e:
+            raise usage.UsageError(f"cannot read config file {path}: {e.strerror}") from e
+        except tomllib.TOMLDecodeError as e:
+            raise usage.UsageError(f"config file {path} is not valid TOML: {e}") from e
+        config = {key.replace("_", "-"): value for key, value in table.items()}
+        unknown = sorted(set(config) - {s.name for s in self.settings})
+        if unknown:
+            raise usage.UsageError(f"config file {path} has unknown options: {', '.join(unknown)}")
+        return config
