@@ -15,7 +15,6 @@ from vchat.protocol.websocket import ConnectionLimits, SignalingFactory
 from vchat.service import SignalingService
 from vchat.switchboard import Switchboard
 
-
 SETTINGS = (
     Setting(
         "ws",
