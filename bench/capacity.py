@@ -1,0 +1,795 @@
+"""Capacity benchmark: vchat's memory per connection and relay throughput/latency, against a bare echo server.
+
+Run from the repository root with the project's Python:
+
+    .venv/bin/python bench/capacity.py [--counts 1000,10000] [--relay-conns 200] [--json FILE]
+
+It measures, in one run, on 127.0.0.1 only:
+
+(a) peak RSS per idle vchat connection that sent `hello` and got `welcome` (VmHWM of `twistd -n vchat` after
+    connecting, minus its VmRSS before, divided by the count), for each of --counts;
+(b) the same for a bare Autobahn echo server (inline below) with as many connections that each sent one
+    small message and got its echo;
+(c) relay throughput: pairs matched by vchat exchanging `chat` messages in a closed loop (each connection
+    keeps --window messages in flight) versus the echo server's messages/s for as many connections;
+(d) p50/p99 latency of relayed chats (and of echoes) sent open-loop at half vchat's throughput.
+
+Load comes from separate worker processes (this same script with --worker) speaking WebSocket over raw
+sockets with pre-built frames, so that the clients cost far less CPU than the server they measure. The
+server and the workers share the machine's cores: the figures are for that shared machine, and the ratios
+(vchat / echo) are what the targets are about. Every phase has a deadline, and every process is stopped at
+the end. For (c) and (d) vchat runs with its per-connection rate limit raised out of the way
+(--message-rate/--message-burst): the point is the relay path's ceiling, not the limiter's policy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+Args = argparse.Namespace
+HOST = "127.0.0.1"
+JSON_SUBPROTOCOL = "vchat.v1.json"
+
+ECHO_SERVER = """
+import resource, sys
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from twisted.internet import reactor
+
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+class Echo(WebSocketServerProtocol):
+    def onConnect(self, request):
+        return request.protocols[0] if request.protocols else None
+
+    def onMessage(self, payload, isBinary):
+        self.sendMessage(payload, isBinary)
+
+
+factory = WebSocketServerFactory(reactor=reactor)
+factory.protocol = Echo
+reactor.listenTCP(int(sys.argv[1]), factory, backlog=1024, interface="127.0.0.1")
+reactor.run()
+"""
+
+
+SPIN = """
+import sys, time
+start = time.process_time()
+end = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end:
+    pass
+print(time.process_time() - start)
+"""
+
+
+def available_cores(seconds: float = 1.0) -> float:
+    """CPU cores this run can really use now: one busy loop per core, CPU time got over wall time."""
+    spinners = [
+        subprocess.Popen([sys.executable, "-c", SPIN, str(seconds)], stdout=subprocess.PIPE)
+        for _ in range(os.cpu_count() or 1)
+    ]
+    return sum(float(spinner.communicate(timeout=seconds + 30)[0]) for spinner in spinners) / seconds
+
+
+def raise_open_files_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (children inherit it); returns the soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            return soft
+        return hard
+    return soft
+
+
+def percentile(ordered: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile of an ascending sequence, None when empty."""
+    if not ordered:
+        return None
+    rank = max(1, -(-len(ordered) * q // 100))
+    return ordered[int(rank) - 1]
+
+
+# --- the load-generating worker (runs in its own process, with its own reactor) -------------------------
+
+
+def ws_frame(payload: bytes, opcode: int = 1) -> bytes:
+    """A client frame: FIN, `opcode`, masked with the all-zero key (valid, and free to apply)."""
+    n = len(payload)
+    if n < 126:
+        header = bytes((0x80 | opcode, 0x80 | n))
+    elif n < 65536:
+        header = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
+    else:
+        header = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
+    return header + b"\0\0\0\0" + payload
+
+
+def worker_main(args: argparse.Namespace) -> None:
+    """Open `--count` connections, report READY, then obey RELAY / LATENCY / QUIT lines on stdin."""
+    raise_open_files_limit()
+    from twisted.internet import reactor
+    from twisted.internet.protocol import ClientFactory, Protocol
+    from twisted.internet.stdio import StandardIO
+    from twisted.logger import (
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
+        textFileLogObserver,
+    )
+    from twisted.protocols.basic import LineReceiver
+
+    globalLogBeginner.beginLoggingTo(
+        [FilteringLogObserver(textFileLogObserver(sys.stderr), [LogLevelFilterPredicate(LogLevel.warn)])],
+        redirectStandardIO=False,
+    )
+    vchat = args.server == "vchat"
+    handshake = (
+        f"GET /ws HTTP/1.1\r\nHost: {HOST}:{args.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        f"Sec-WebSocket-Protocol: {JSON_SUBPROTOCOL}\r\n\r\n"
+    ).encode()
+    hello = ws_frame(json.dumps({"type": "hello", "age_confirmed": True, "gender": "u"}).encode())
+    search = ws_frame(json.dumps({"type": "search", "want": "any"}).encode())
+    chat_prefix = b'{"type":"chat"'
+    stdio: list[Any] = []
+
+    def emit(line: str) -> None:
+        # StandardIO made stdout non-blocking: write through its transport, which buffers
+        stdio[0].write(line.encode() + b"\n")
+
+    class State:
+        """The worker's shared counters and phase."""
+
+        ready = 0
+        failed = 0
+        pending = 0
+        started = 0
+        phase = "setup"  # setup, relay, latency, drain
+        received = 0
+        errors = 0
+        samples: list[float] = []
+        sampling = False
+        sent = 0
+
+    conns: list[Conn] = []
+
+    class Conn(Protocol):
+        """One raw WebSocket client connection."""
+
+        def __init__(self) -> None:
+            self.buf = bytearray()
+            self.open = False
+            self.is_ready = False
+            self.match_id = ""
+            self.relay_frame = b""
+
+        def connectionMade(self) -> None:
+            self.transport.setTcpNoDelay(True)  # as browsers do; Nagle + delayed ACK would add 40 ms
+            self.transport.write(handshake)
+
+        def connectionLost(self, reason: Any = None) -> None:
+            if not self.is_ready:
+                State.failed += 1
+                State.pending -= 1
+                launch()
+            elif State.phase != "drain":
+                State.errors += 1
+
+        def dataReceived(self, data: bytes) -> None:
+            buf = self.buf
+            buf += data
+            if not self.open:
+                end = buf.find(b"\r\n\r\n")
+                if end < 0:
+                    return
+                if b" 101 " not in buf[: buf.find(b"\r\n")]:
+                    self.transport.abortConnection()
+                    return
+                del buf[: end + 4]
+                self.open = True
+                self.transport.write(hello if vchat else ws_frame(b'{"type":"echo","text":"hello"}'))
+            pos, size = 0, len(buf)
+            while size - pos >= 2:
+                b1 = buf[pos + 1]
+                n, head = b1 & 0x7F, 2
+                if n == 126:
+                    if size - pos < 4:
+                        break
+                    n, head = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
+                elif n == 127:
+                    if size - pos < 10:
+                        break
+                    n, head = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
+                if size - pos < head + n:
+                    break
+                opcode = buf[pos] & 0x0F
+                payload = bytes(buf[pos + head : pos + head + n])
+                pos += head + n
+                if opcode in (1, 2):
+                    self.message(payload)
+                elif opcode == 9:
+                    self.transport.write(ws_frame(payload, 0xA))
+                elif opcode == 8:
+                    self.transport.write(ws_frame(payload[:2], 0x8))
+                    self.transport.loseConnection()
+            del buf[:pos]
+
+        def message(self, payload: bytes) -> None:
+            phase = State.phase
+            if phase == "relay":
+                if not vchat or payload.startswith(chat_prefix):
+                    State.received += 1
+                    self.transport.write(self.relay_frame)
+                else:
+                    State.errors += 1
+                return
+            if phase == "latency":
+                if not vchat or payload.startswith(chat_prefix):
+                    text = payload[payload.rfind(b'"text":"') + 8 : -2]  # both servers put text last
+                    if text.isdigit():
+                        State.received += 1
+                        if State.sampling:
+                            State.samples.append((time.monotonic_ns() - int(text)) / 1e6)
+                else:
+                    State.errors += 1
+                return
+            if phase != "setup" or self.is_ready:
+                return
+            if not vchat:
+                self.become_ready()
+                return
+            kind = json.loads(payload).get("type")
+            if kind == "welcome":
+                if args.mode == "idle":
+                    self.become_ready()
+                else:
+                    self.transport.write(search)
+            elif kind == "matched":
+                self.match_id = json.loads(payload)["match_id"]
+                self.become_ready()
+
+        def become_ready(self) -> None:
+            self.is_ready = True
+            match_id = self.match_id or "x" * 12
+            body = {"type": "chat", "match_id": match_id, "text": "relay-test-line"}
+            self.relay_frame = ws_frame(json.dumps(body, separators=(",", ":")).encode())
+            conns.append(self)
+            State.ready += 1
+            State.pending -= 1
+            if State.ready == args.count:
+                emit(f"READY {State.ready}")
+            launch()
+
+    class ConnFactory(ClientFactory):
+        noisy = False
+        protocol = Conn
+
+        def clientConnectionFailed(self, connector: Any, reason: Any) -> None:
+            State.failed += 1
+            State.pending -= 1
+            launch()
+
+    factory = ConnFactory()
+
+    def launch() -> None:
+        while State.started < args.count and State.pending < args.concurrency:
+            State.started += 1
+            State.pending += 1
+            reactor.connectTCP(HOST, args.port, factory, timeout=30)
+        if State.failed and State.ready + State.failed == args.count:
+            emit(f"FAILED {State.failed}")
+
+    def chat_prefix_for(conn: Conn) -> bytes:
+        return b'{"type":"chat","match_id":' + json.dumps(conn.match_id or "x" * 12).encode() + b',"text":"'
+
+    def relay(warmup: float, measure: float) -> None:
+        State.phase = "relay"
+        for conn in conns:
+            conn.transport.write(conn.relay_frame * args.window)
+        marks: dict[str, tuple[float, int, int]] = {}
+
+        def mark(name: str) -> None:
+            marks[name] = (time.monotonic(), State.received, State.errors)
+            if name == "end":
+                State.phase = "drain"
+                (t0, r0, e0), (t1, r1, e1) = marks["start"], marks["end"]
+                emit("RESULT " + json.dumps({"received": r1 - r0, "seconds": t1 - t0, "errors": e1 - e0}))
+
+        reactor.callLater(warmup, mark, "start")
+        reactor.callLater(warmup + measure, mark, "end")
+
+    def latency(rate: float, warmup: float, measure: float) -> None:
+        State.phase = "latency"
+        State.sampling = False
+        State.samples = []
+        started = time.monotonic()
+        budget = [0.0, started]
+        frames = [(conn, chat_prefix_for(conn)) for conn in conns]
+        index = [0]
+
+        def tick() -> None:
+            now = time.monotonic()
+            budget[0] += rate * (now - budget[1])
+            budget[1] = now
+            due = int(budget[0])
+            budget[0] -= due
+            for _ in range(due):
+                conn, prefix = frames[index[0] % len(frames)]
+                index[0] += 1
+                conn.transport.write(ws_frame(prefix + str(time.monotonic_ns()).encode() + b'"}'))
+            State.sent += due
+            if now - started < warmup + measure:
+                reactor.callLater(0.002, tick)
+            else:
+                State.sampling = False
+                reactor.callLater(0.5, finish)
+
+        def begin_sampling() -> None:
+            State.sampling = True
+            State.sent = 0
+            State.received = 0
+
+        def finish() -> None:
+            State.phase = "drain"
+            result = {"samples": State.samples, "sent": State.sent, "received": State.received}
+            emit("RESULT " + json.dumps(result))
+
+        reactor.callLater(warmup, begin_sampling)
+        tick()
+
+    class Commands(LineReceiver):
+        delimiter = b"\n"
+
+        def lineReceived(self, line: bytes) -> None:
+            words = line.decode().split()
+            if not words:
+                return
+            if words[0] == "RELAY":
+                relay(float(words[1]), float(words[2]))
+            elif words[0] == "LATENCY":
+                latency(float(words[1]), float(words[2]), float(words[3]))
+            elif words[0] == "QUIT":
+                self.stop()
+
+        def connectionLost(self, reason: Any = None) -> None:
+            self.stop()
+
+        def stop(self) -> None:
+            State.phase = "drain"
+            if reactor.running:
+                reactor.stop()
+
+    commands = Commands()
+    StandardIO(commands)
+    stdio.append(commands.transport)
+    reactor.callLater(args.deadline, commands.stop)  # never outlive the orchestrator by much
+    launch()
+    reactor.run()
+    os._exit(0)  # skip closing thousands of sockets one by one on the way out
+
+
+# --- the orchestrator --------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A loopback port that is free right now."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def memory_kib(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of a process in KiB."""
+    values = {}
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0])
+    return values["VmRSS"], values["VmHWM"]
+
+
+@dataclass
+class Server:
+    """A server subprocess on a loopback port."""
+
+    kind: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it lingers."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_server(kind: str, workdir: Path, extra: Sequence[str] = ()) -> Server:
+    """Start vchat (`twistd -n vchat`) or the bare echo server, and wait until it accepts connections."""
+    port = free_port()
+    log = workdir / f"{kind}-{port}.log"
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, PYTHONPATH=path)
+    if kind == "vchat":
+        command = [
+            sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+            "-n", "--pidfile=", "--logfile", str(log),
+            "vchat", "--ws", f"tcp:{port}:interface={HOST}:backlog=1024",
+            "--data-dir", str(workdir / "vchat-data"), *extra,
+        ]  # fmt: skip
+    else:
+        command = [sys.executable, "-c", ECHO_SERVER, str(port)]
+    with open(log, "ab") as log_file:
+        process = subprocess.Popen(
+            command, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT
+        )
+    server = Server(kind, port, process, log)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{kind} server exited early; see {log}:\n{log.read_text()[-2000:]}")
+        try:
+            socket.create_connection((HOST, port), timeout=1).close()
+            time.sleep(0.3)  # let it settle (and forget that probe) before the baseline is read
+            return server
+        except OSError:
+            time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"{kind} server did not listen on {port} within 30 s")
+
+
+@dataclass
+class Worker:
+    """A load-generating worker process and the lines it has printed."""
+
+    process: subprocess.Popen[bytes]
+    buffer: bytes = b""
+    lines: list[str] = field(default_factory=list)
+
+    def send(self, line: str) -> None:
+        """Write one command line to its stdin."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(line.encode() + b"\n")
+        self.process.stdin.flush()
+
+
+def start_workers(server: Server, mode: str, total: int, count: int, args: Args) -> list[Worker]:
+    """Spread `total` connections over `count` worker processes (even shares, for pairs)."""
+    shares = [total // count // 2 * 2] * count
+    shares[-1] += total - sum(shares)
+    workers = []
+    for share in shares:
+        command = [
+            sys.executable, __file__, "--worker",
+            "--server", server.kind, "--port", str(server.port), "--mode", mode, "--count", str(share),
+            "--window", str(args.window), "--concurrency", str(args.concurrency),
+            "--deadline", str(args.phase_timeout * 4),
+        ]  # fmt: skip
+        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        workers.append(Worker(process))
+    return workers
+
+
+def wait_for(workers: list[Worker], prefix: str, timeout: float) -> list[str]:
+    """The first line starting with `prefix` from each worker; raises on FAILED lines, exits or timeout."""
+    deadline = time.monotonic() + timeout
+    found: dict[int, str] = {}
+    while len(found) < len(workers):
+        for i, worker in enumerate(workers):
+            for line in worker.lines:
+                if i not in found and line.startswith(prefix):
+                    found[i] = line
+                elif line.startswith("FAILED"):
+                    raise RuntimeError(f"worker {i}: {line} connections failed")
+            worker.lines = [line for line in worker.lines if not line.startswith(prefix)]
+        if len(found) == len(workers):
+            break
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise RuntimeError(f"timed out after {timeout:g} s waiting for {prefix} from the workers")
+        pipes = {w.process.stdout.fileno(): w for w in workers if w.process.stdout is not None}
+        readable, _, _ = select.select(list(pipes), [], [], min(left, 1.0))
+        for fd in readable:
+            worker = pipes[fd]
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                if worker.process.poll() is not None and workers.index(worker) not in found:
+                    raise RuntimeError(f"a worker exited with {worker.process.returncode} before {prefix}")
+                continue
+            worker.buffer += chunk
+            *complete, worker.buffer = worker.buffer.split(b"\n")
+            worker.lines += [line.decode() for line in complete]
+    return [found[i] for i in range(len(workers))]
+
+
+def stop_workers(workers: list[Worker]) -> None:
+    """Tell every worker to quit, and make sure it did."""
+    for worker in workers:
+        try:
+            worker.send("QUIT")
+            assert worker.process.stdin is not None
+            worker.process.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+    for worker in workers:
+        try:
+            worker.process.wait(20)
+        except subprocess.TimeoutExpired:
+            worker.process.kill()
+            worker.process.wait()
+
+
+def measure_idle(kind: str, count: int, args: Args, workdir: Path) -> dict[str, Any]:
+    """(a)/(b): server memory per idle connection after `count` clients connected (and said hello)."""
+    server = start_server(kind, workdir)
+    workers: list[Worker] = []
+    try:
+        rss_before, _ = memory_kib(server.process.pid)
+        began = time.monotonic()
+        workers = start_workers(server, "idle", count, args.workers, args)
+        wait_for(workers, "READY", args.phase_timeout)
+        connect_s = time.monotonic() - began
+        time.sleep(1.0)
+        rss_after, hwm_after = memory_kib(server.process.pid)
+        return {
+            "server": kind,
+            "connections": count,
+            "rss_before_kib": rss_before,
+            "rss_after_kib": rss_after,
+            "hwm_after_kib": hwm_after,
+            "peak_kib_per_conn": (hwm_after - rss_before) / count,
+            "rss_kib_per_conn": (rss_after - rss_before) / count,
+            "connect_seconds": round(connect_s, 2),
+        }
+    finally:
+        stop_workers(workers)
+        server.stop()
+
+
+def measure_relay(kind: str, args: Args, workdir: Path, latency_rate: float | None) -> dict[str, Any]:
+    """(c)/(d): closed-loop messages/s, then (when `latency_rate` is given) open-loop latency at that rate."""
+    extra = ["--message-rate", "1000000", "--message-burst", "1000000"] if kind == "vchat" else []
+    server = start_server(kind, workdir, extra)
+    workers: list[Worker] = []
+    try:
+        count = min(args.workers, args.relay_conns // 2)
+        workers = start_workers(server, "relay", args.relay_conns, count, args)
+        wait_for(workers, "READY", args.phase_timeout)
+        for worker in workers:
+            worker.send(f"RELAY {args.warmup} {args.seconds}")
+        cpu = server_cpu(server, args)
+        results = [json.loads(line[7:]) for line in wait_for(workers, "RESULT", args.seconds + 30)]
+        seconds = sum(r["seconds"] for r in results) / len(results)
+        received = sum(r["received"] for r in results)
+        outcome: dict[str, Any] = {
+            "server": kind,
+            "connections": args.relay_conns,
+            "window": args.window,
+            "messages": received,
+            "seconds": round(seconds, 3),
+            "messages_per_s": received / seconds,
+            "errors": sum(r["errors"] for r in results),
+            "server_cpu": cpu,
+            "messages_per_cpu_s": received / seconds / cpu if cpu else None,
+        }
+        rate = latency_rate if latency_rate is not None else outcome["messages_per_s"] / 2
+        time.sleep(1.0)  # let the closed loop's messages drain
+        for worker in workers:
+            worker.send(f"LATENCY {rate / len(workers)} {args.warmup} {args.seconds}")
+        latency_cpu = server_cpu(server, args)
+        results = [json.loads(line[7:]) for line in wait_for(workers, "RESULT", args.seconds + 30)]
+        samples = sorted(s for r in results for s in r["samples"])
+        outcome["latency"] = {
+            "rate_per_s": rate,
+            "sent": sum(r["sent"] for r in results),
+            "received": sum(r["received"] for r in results),
+            "samples": len(samples),
+            "p50_ms": percentile(samples, 50),
+            "p99_ms": percentile(samples, 99),
+            "max_ms": samples[-1] if samples else None,
+            "server_cpu": latency_cpu,
+        }
+        return outcome
+    finally:
+        stop_workers(workers)
+        server.stop()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu(server: Server, args: Args) -> float:
+    """Wait out the warmup; then the server's CPU use over the measured seconds (1.0 = one core)."""
+    time.sleep(args.warmup)
+    before, t0 = cpu_seconds(server.process.pid), time.monotonic()
+    time.sleep(args.seconds)
+    return (cpu_seconds(server.process.pid) - before) / (time.monotonic() - t0)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def report_table(results: dict[str, Any], write: Callable[[str], None]) -> None:
+    """Print the figures as a table, vchat next to the bare server."""
+    write("")
+    write(
+        f"machine: {results['cpus']} CPUs shared by server and load generators; cores available before/after"
+        f" the run: {results['cores_available_before']}/{results['cores_available_after']}"
+    )
+    write("(a)/(b) server memory per idle connection (KiB; peak = VmHWM after - VmRSS before)")
+    header = f"{'connections':>11} {'vchat peak':>11} {'echo peak':>10} {'ratio':>6}"
+    write(f"{header}   {'vchat rss':>9} {'echo rss':>9}")
+    for row in results["idle"]:
+        write(
+            f"{row['connections']:>11} {row['vchat']['peak_kib_per_conn']:>11.2f}"
+            f" {row['echo']['peak_kib_per_conn']:>10.2f} {row['peak_ratio']:>6.2f}"
+            f"   {row['vchat']['rss_kib_per_conn']:>9.2f} {row['echo']['rss_kib_per_conn']:>9.2f}"
+        )
+    relay = results["relay"]
+    vchat, echo = relay["vchat"], relay["echo"]
+    write("")
+    write(f"(c) closed-loop throughput, {vchat['connections']} connections, window {vchat['window']}")
+    for name, row in (("vchat relay", vchat), ("bare echo", echo)):
+        write(
+            f"    {name:<12} {row['messages_per_s']:>8.0f} msg/s  server CPU {row['server_cpu']:.2f}"
+            f"  {row['messages_per_cpu_s'] or 0:>8.0f} msg/CPU-s  errors {row['errors']}"
+        )
+    write(
+        f"    ratio        {relay['throughput_ratio']:>8.2f}  (per CPU-second {relay['cpu_ratio'] or 0:.2f})"
+    )
+    write("")
+    lat_v, lat_e = vchat["latency"], echo["latency"]
+    share = lat_v["rate_per_s"] / vchat["messages_per_s"]
+    write(f"(d) open-loop latency at {lat_v['rate_per_s']:.0f} msg/s ({share:.0%} of vchat's throughput)")
+    for name, lat in (("vchat relay", lat_v), ("bare echo", lat_e)):
+        p50, p99 = lat["p50_ms"], lat["p99_ms"]
+        shown = f"p50 {p50:.2f} ms  p99 {p99:.2f} ms" if p50 is not None and p99 is not None else "no samples"
+        write(f"    {name:<12} {shown}  ({lat['samples']} samples, server CPU {lat['server_cpu']:.2f})")
+    write("")
+    write("targets: idle peak ratio at 10,000 <= 1.5; throughput ratio >= 0.70; p99 < 20 ms at half rate")
+    for line in results["verdicts"]:
+        write("  " + line)
+
+
+def verdicts(results: dict[str, Any]) -> list[str]:
+    """Pass/fail lines against the issue's targets."""
+    lines = []
+    largest = max(results["idle"], key=lambda row: row["connections"])
+    peak = largest["peak_ratio"]
+    ok = peak is not None and peak <= 1.5
+    lines.append(f"{'PASS' if ok else 'FAIL'} memory: {peak}x the bare server at {largest['connections']}")
+    ratio = results["relay"]["throughput_ratio"]
+    ok = ratio is not None and ratio >= 0.7
+    lines.append(f"{'PASS' if ok else 'FAIL'} throughput: {ratio} of the bare echo server's")
+    p99 = results["relay"]["vchat"]["latency"]["p99_ms"]
+    lines.append(f"{'PASS' if p99 is not None and p99 < 20 else 'FAIL'} latency: p99 {p99} ms at half rate")
+    return lines
+
+
+def orchestrate(args: Args) -> dict[str, Any]:
+    """Run every phase and gather the figures."""
+    limit = raise_open_files_limit()
+    needed = max(args.counts) + 200
+    if limit < needed:
+        raise SystemExit(f"RLIMIT_NOFILE is {limit}; {needed} are needed for {max(args.counts)} connections")
+    write = _writer()
+    results: dict[str, Any] = {"cpus": os.cpu_count(), "python": sys.version.split()[0], "idle": []}
+    results["cores_available_before"] = round(available_cores(), 2)
+    write(f"{results['cpus']} CPUs; a busy loop on each got {results['cores_available_before']} cores in all")
+    with tempfile.TemporaryDirectory(prefix="vchat-bench-") as tmp:
+        workdir = Path(tmp)
+        for count in args.counts:
+            row: dict[str, Any] = {"connections": count}
+            for kind in ("vchat", "echo"):
+                write(f"idle: {count} connections to {kind}...")
+                row[kind] = measure_idle(kind, count, args, workdir)
+                figures = row[kind]
+                peak, took = figures["peak_kib_per_conn"], figures["connect_seconds"]
+                write(f"      {peak:.2f} KiB/connection peak ({took} s)")
+            row["peak_ratio"] = _ratio(row["vchat"]["peak_kib_per_conn"], row["echo"]["peak_kib_per_conn"])
+            row["rss_ratio"] = _ratio(row["vchat"]["rss_kib_per_conn"], row["echo"]["rss_kib_per_conn"])
+            results["idle"].append(row)
+        write(f"relay: {args.relay_conns} connections to vchat...")
+        vchat = measure_relay("vchat", args, workdir, args.latency_rate)
+        write(f"       {vchat['messages_per_s']:.0f} msg/s; latency p99 {vchat['latency']['p99_ms']} ms")
+        write(f"relay: {args.relay_conns} connections to echo...")
+        echo = measure_relay("echo", args, workdir, vchat["latency"]["rate_per_s"])
+        write(f"       {echo['messages_per_s']:.0f} msg/s")
+        results["relay"] = {
+            "vchat": vchat,
+            "echo": echo,
+            "throughput_ratio": _ratio(vchat["messages_per_s"], echo["messages_per_s"]),
+            "cpu_ratio": _ratio(vchat["messages_per_cpu_s"], echo["messages_per_cpu_s"]),
+        }
+    results["cores_available_after"] = round(available_cores(), 2)
+    results["verdicts"] = verdicts(results)
+    return results
+
+
+def _writer() -> Callable[[str], None]:
+    def write(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    return write
+
+
+def _counts(text: str) -> list[int]:
+    counts = [int(part) for part in text.split(",") if part]
+    if not counts or min(counts) < 2:
+        raise argparse.ArgumentTypeError("give one or more connection counts of at least 2, comma-separated")
+    return counts
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command line of the benchmark (and of its workers)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add = parser.add_argument
+    add("--counts", type=_counts, default=[1000, 10000], help="idle connection counts (default 1000,10000)")
+    add("--relay-conns", type=int, default=200, help="connections for throughput/latency (default 200)")
+    add("--window", type=int, default=8, help="messages each connection keeps in flight (default 8)")
+    add("--seconds", type=float, default=10.0, help="measured seconds per relay phase (default 10)")
+    add("--warmup", type=float, default=2.0, help="unmeasured seconds before each relay phase (default 2)")
+    add("--latency-rate", type=float, help="open-loop msg/s for (d) (default: half vchat's throughput)")
+    add("--workers", type=int, default=2, help="load-generating processes (default 2)")
+    add("--concurrency", type=int, default=64, help="handshakes in flight per worker (default 64)")
+    add("--phase-timeout", type=float, default=180.0, help="seconds any setup phase may take (default 180)")
+    add("--json", metavar="FILE", help="also write the figures as JSON")
+    # worker-only options
+    add("--worker", action="store_true", help=argparse.SUPPRESS)
+    add("--server", choices=["vchat", "echo"], help=argparse.SUPPRESS)
+    add("--port", type=int, help=argparse.SUPPRESS)
+    add("--mode", choices=["idle", "relay"], help=argparse.SUPPRESS)
+    add("--count", type=int, help=argparse.SUPPRESS)
+    add("--deadline", type=float, default=600.0, help=argparse.SUPPRESS)
+    return parser
+
+
+def main() -> None:
+    """Run the benchmark, or one of its workers."""
+    args = build_parser().parse_args()
+    if args.worker:
+        worker_main(args)
+        return
+    if args.relay_conns < 2 or args.relay_conns % 2:
+        raise SystemExit("--relay-conns must be an even number of at least 2")
+    results = orchestrate(args)
+    report_table(results, _writer())
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as file:
+            json.dump(results, file, indent=2)
+            file.write("\n")
+
+
+if __name__ == "__main__":
+    main()
