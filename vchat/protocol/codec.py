@@ -22,6 +22,9 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+_json_decoder = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def encode_json(message: dict[str, Any]) -> bytes:
     """Encode one message as a compact UTF-8 JSON object."""
     return _json_encoder.encode(message).encode("utf-8")
@@ -30,7 +33,7 @@ def encode_json(message: dict[str, Any]) -> bytes:
 def decode_json(data: bytes) -> dict[str, Any]:
     """Decode one JSON frame into a map, or raise `ProtocolError(bad_message)`."""
     try:
-        value = json.loads(data, parse_constant=_reject_constant)
+        value = _json_decoder.decode(data.decode("utf-8"))
     except (ValueError, RecursionError) as e:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "frame is not valid JSON") from e
     return _require_map(value)
@@ -69,24 +72,27 @@ def _require_map(value: object) -> dict[str, Any]:
 
 def _portable(value: object, depth: int) -> bool:
     """Whether both codecs can carry `value` unchanged, so JSON and msgpack clients can talk."""
-    if isinstance(value, str):
-        return value.isascii() or _utf8_encodable(value)
-    if value is None or isinstance(value, bool):
+    kind = type(value)  # exact types: decoders make no subclasses, and this is the per-message hot path
+    if kind is str:
+        return value.isascii() or _utf8_encodable(value)  # type: ignore[union-attr]
+    if kind is dict:
+        if depth >= MAX_DEPTH:
+            return False
+        depth += 1
+        for key, item in value.items():  # type: ignore[union-attr]
+            if type(key) is not str or not _portable(key, depth) or not _portable(item, depth):
+                return False
         return True
-    if isinstance(value, int):
-        return _INT_MIN <= value <= _INT_MAX
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if depth >= MAX_DEPTH:
-        return False
-    if isinstance(value, list):
-        return all(_portable(item, depth + 1) for item in value)
-    if isinstance(value, dict):
-        return all(
-            isinstance(key, str) and _portable(key, depth) and _portable(item, depth + 1)
-            for key, item in value.items()
-        )
-    return False
+    if kind is int:
+        return _INT_MIN <= value <= _INT_MAX  # type: ignore[operator]
+    if kind is list:
+        if depth >= MAX_DEPTH:
+            return False
+        depth += 1
+        return all(_portable(item, depth) for item in value)  # type: ignore[attr-defined]
+    if kind is float:
+        return math.isfinite(value)  # type: ignore[arg-type]
+    return value is None or kind is bool
 
 
 def _utf8_encodable(text: str) -> bool:
