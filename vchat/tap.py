@@ -45,10 +45,10 @@ SETTINGS = (
     Setting(
         "resume-grace", 15.0, float, "seconds a session lost without a close frame waits to be resumed", 0
     ),
-    Setting("recent-partners", 10, int, "how many past partners are not matched again soon", 0),
-    Setting("recent-window", 600.0, float, "seconds a past partner is not matched again", 0),
+    Setting("recent-partners", 10, int, "how many past partners are not matched again soon", 1),
+    Setting("recent-window", 600.0, float, "seconds a past partner is not matched again", 1),
     Setting(
-        "rematch-after", 30.0, float, "seconds of waiting after which past partners are acceptable again", 0
+        "rematch-after", 30.0, float, "seconds of waiting after which past partners are acceptable again", 1
     ),
     Setting(
         "public-host", None, text, "host name or address for ICE URLs [default: the host each client reached]"
