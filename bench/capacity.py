@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import select
 import signal
 import socket
@@ -39,6 +38,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from vchat.bot.stats import percentile
+from vchat.resources import raise_open_files_limit
 
 ROOT = Path(__file__).resolve().parent.parent
 Args = argparse.Namespace
@@ -86,26 +88,6 @@ def available_cores(seconds: float = 1.0) -> float:
         for _ in range(os.cpu_count() or 1)
     ]
     return sum(float(spinner.communicate(timeout=seconds + 30)[0]) for spinner in spinners) / seconds
-
-
-def raise_open_files_limit() -> int:
-    """Raise the soft RLIMIT_NOFILE to the hard limit (children inherit it); returns the soft limit now."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError):
-            return soft
-        return hard
-    return soft
-
-
-def percentile(ordered: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile of an ascending sequence, None when empty."""
-    if not ordered:
-        return None
-    rank = max(1, -(-len(ordered) * q // 100))
-    return ordered[int(rank) - 1]
 
 
 # --- the load-generating worker (runs in its own process, with its own reactor) -------------------------
@@ -609,8 +591,8 @@ def measure_relay(kind: str, args: Args, workdir: Path, latency_rate: float | No
             "sent": sum(r["sent"] for r in results),
             "received": sum(r["received"] for r in results),
             "samples": len(samples),
-            "p50_ms": percentile(samples, 50),
-            "p99_ms": percentile(samples, 99),
+            "p50_ms": percentile(samples, 50) if samples else None,
+            "p99_ms": percentile(samples, 99) if samples else None,
             "max_ms": samples[-1] if samples else None,
             "server_cpu": latency_cpu,
         }

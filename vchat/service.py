@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import resource
 from collections.abc import Callable
 
 from twisted.application.service import Service
@@ -12,18 +11,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from vchat.protocol.websocket import SignalingFactory
-
-
-def raise_open_files_limit() -> int:
-    """Raise the soft RLIMIT_NOFILE to the hard limit (each connection is a file); returns the new limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError):
-            return soft
-        return hard
-    return soft
+from vchat.resources import raise_open_files_limit
 
 
 class SignalingService(Service):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import resource
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
@@ -23,18 +22,7 @@ from twisted.logger import (
 from vchat.bot.behaviour import BotSettings
 from vchat.bot.client import CODECS, BotFleet, LoadRun
 from vchat.bot.stats import format_summary
-
-
-def raise_open_files_limit() -> int:
-    """Raise the soft RLIMIT_NOFILE to the hard limit so thousands of bots fit; returns the soft limit now."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == hard:
-        return soft
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    except (ValueError, OSError):
-        return soft
-    return hard
+from vchat.resources import raise_open_files_limit
 
 
 def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
