@@ -42,7 +42,7 @@ async def start_server(*args: str) -> RunningServer:
     from twisted.internet import reactor
 
     options = Options()
-    options.parseOptions(["--ws", "tcp:0:interface=127.0.0.1", *args])
+    options.parseOptions(["--ws", "tcp:0:interface=127.0.0.1", "--stun-udp", "0", *args])
     service = makeService(options, reactor)
     service.startService()
     port = await service.getServiceNamed("signaling").whenListening()

@@ -10,11 +10,12 @@ import pytest
 
 from vchat.protocol.errors import CloseCode, ErrorCode
 from vchat.protocol.messages import CLIENT_TYPES, parse_message
-from vchat.tap import SETTINGS
+from vchat.tap import Options
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOCOL = (ROOT / "docs" / "protocol.md").read_text()
 README = (ROOT / "README.md").read_text()
+STUN_GUIDE = (ROOT / "docs" / "stun-turn.md").read_text()
 SERVER_TYPES = {
     "welcome", "searching", "matched", "signal", "chat", "typing", "idle", "partner_left",
     "partner_reconnecting", "partner_resumed", "pong", "error",
@@ -61,6 +62,13 @@ def test_every_close_code_is_documented(code: CloseCode) -> None:
     assert f"| {code.value} |" in PROTOCOL
 
 
-@pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: s.name)
+@pytest.mark.parametrize("setting", Options.settings, ids=lambda s: s.name)
 def test_every_option_is_in_the_readme(setting: object) -> None:
     assert f"`--{setting.name}`" in README  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "setting", [s for s in Options.settings if s.name.startswith("stun-")], ids=lambda s: s.name
+)
+def test_every_stun_option_is_in_the_stun_guide(setting: object) -> None:
+    assert f"`--{setting.name}" in STUN_GUIDE  # type: ignore[attr-defined]

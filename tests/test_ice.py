@@ -28,14 +28,13 @@ def test_turn_credentials_follow_the_rest_api_scheme() -> None:
 
 def test_servers_for_a_session() -> None:
     policy = IcePolicy(
-        stun_ports=(3478,),
-        stun_tcp_ports=(3479,),
+        stun_ports=(3478, 3479),
         turn_urls=("turn:t.example:3478",),
         turn_secret=SECRET,
         turn_ttl=60,
     )
     servers = policy.servers("s1", "chat.example", now=100.0)
-    assert servers[0] == {"urls": ["stun:chat.example:3478", "stun:chat.example:3479?transport=tcp"]}
+    assert servers[0] == {"urls": ["stun:chat.example:3478", "stun:chat.example:3479"]}
     assert servers[1]["urls"] == ["turn:t.example:3478"] and servers[1]["username"] == "160:s1"
     assert policy.transport_policy == "all"
 

@@ -18,7 +18,9 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.usage import UsageError
 
 from vchat.service import SignalingService
-from vchat.tap import SETTINGS, Options, makeService
+from vchat.stun.message import Attr, binding_request, parse_message
+from vchat.stun.service import StunService
+from vchat.tap import Options, makeService
 from vchat.testing import connect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,7 +34,7 @@ def parse(*args: str) -> Options:
 
 def test_defaults() -> None:
     options = parse()
-    for setting in SETTINGS:
+    for setting in Options.settings:
         assert options[setting.name] == setting.default
     assert options["ws"] == "tcp:8080"
 
@@ -106,6 +108,9 @@ def test_bad_config_files(tmp_path: Path, text: str, message: str) -> None:
 def test_service_tree() -> None:
     service = makeService(parse("--ws", "tcp:0:interface=127.0.0.1"), reactor)
     assert isinstance(service.getServiceNamed("signaling"), SignalingService)
+    assert isinstance(service.getServiceNamed("stun"), StunService)
+    no_stun = makeService(parse("--ws", "tcp:0:interface=127.0.0.1", "--stun-udp", "0"), reactor)
+    assert [child.name for child in no_stun] == ["signaling"]
 
 
 @pytest_twisted.ensureDeferred
@@ -140,7 +145,7 @@ async def test_twistd_help_lists_every_option() -> None:
         reactor=reactor,
     )
     assert code == 0
-    for setting in SETTINGS:
+    for setting in Options.settings:
         assert f"--{setting.name}{'' if setting.flag else '='}" in out.decode()
 
 
@@ -150,13 +155,51 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest_twisted.ensureDeferred
-async def test_twistd_serves_and_stops_cleanly(tmp_path: Path) -> None:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, *twistd("-n", "--pidfile=", "vchat", "--ws", f"tcp:{port}:interface=127.0.0.1")],
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_twistd(tmp_path: Path, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, *twistd("-n", "--pidfile=", *args)],
         cwd=tmp_path, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+
+def stop_twistd(process: subprocess.Popen[bytes]) -> str:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=10)[0].decode()
+    assert process.returncode in (0, -signal.SIGTERM), output  # newer twistd re-raises the signal
+    return output
+
+
+def stun_binding(port: int) -> tuple[str, int]:
+    """Ask the STUN responder on 127.0.0.1:`port` for our mapped address."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(0.2)
+        for _ in range(50):
+            sock.sendto(binding_request(b"0123456789ab", fingerprint=True), ("127.0.0.1", port))
+            try:
+                reply = parse_message(sock.recv(2048))
+            except TimeoutError:
+                continue
+            mapped = reply.xor_mapped_address()
+            assert mapped is not None and reply.get(Attr.FINGERPRINT) is not None
+            assert mapped == ("127.0.0.1", sock.getsockname()[1])
+            return mapped
+    pytest.fail(f"no STUN answer on port {port}")
+
+
+@pytest_twisted.ensureDeferred
+async def test_twistd_serves_and_stops_cleanly(tmp_path: Path) -> None:
+    port, stun_port = free_port(), free_udp_port()
+    process = start_twistd(
+        tmp_path, "vchat", "--ws", f"tcp:{port}:interface=127.0.0.1",
+        "--stun-udp", str(stun_port), "--stun-interface", "127.0.0.1",
     )  # fmt: skip
     try:
         for _ in range(100):
@@ -168,13 +211,24 @@ async def test_twistd_serves_and_stops_cleanly(tmp_path: Path) -> None:
         else:
             pytest.fail("twistd vchat did not start listening")
         client.send({"type": "hello", "age_confirmed": True, "gender": "m"})
-        assert (await client.expect("welcome"))["online"] == 1
+        welcome = await client.expect("welcome")
+        assert welcome["online"] == 1
+        assert welcome["ice_servers"] == [{"urls": [f"stun:127.0.0.1:{stun_port}"]}]
+        stun_binding(stun_port)
         process.send_signal(signal.SIGTERM)
         _, code, _ = await client.wait_closed()
         assert code == 4000
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        output = process.communicate(timeout=10)[0].decode()
-    assert process.returncode in (0, -signal.SIGTERM), output  # newer twistd re-raises the signal
+        output = stop_twistd(process)
     assert "signaling on" in output
+
+
+def test_twistd_vchat_stun_runs_alone(tmp_path: Path) -> None:
+    stun_port = free_udp_port()
+    process = start_twistd(
+        tmp_path, "vchat-stun", "--stun-udp", str(stun_port), "--stun-interface", "127.0.0.1"
+    )
+    try:
+        stun_binding(stun_port)
+    finally:
+        stop_twistd(process)

@@ -32,7 +32,6 @@ class IcePolicy:
     """What `welcome` tells clients about ICE, built from the operator's options."""
 
     stun_ports: tuple[int, ...] = ()
-    stun_tcp_ports: tuple[int, ...] = ()
     public_host: str | None = None
     turn_urls: tuple[str, ...] = ()
     turn_secret: str | None = None
@@ -42,8 +41,7 @@ class IcePolicy:
     def servers(self, session_id: str, request_host: str, now: float) -> list[dict[str, Any]]:
         """`RTCIceServer` maps for one session; STUN on the public host, else the host the client reached."""
         host = _url_host(self.public_host or request_host)
-        urls = [f"stun:{host}:{port}" for port in self.stun_ports]
-        urls += [f"stun:{host}:{port}?transport=tcp" for port in self.stun_tcp_ports]
+        urls = [f"stun:{host}:{port}" for port in self.stun_ports]  # stun: URLs are UDP (RFC 7064)
         servers: list[dict[str, Any]] = [{"urls": urls}] if urls else []
         if self.turn_urls and self.turn_secret:
             username, credential = turn_credentials(self.turn_secret, session_id, now, self.turn_ttl)

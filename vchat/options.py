@@ -84,9 +84,11 @@ class SettingsOptions(usage.Options):
     def postOptions(self) -> None:
         from_file = self._read_config(self["config"]) if self["config"] else {}
         for s in self.settings:
-            given = self.get(s.name) or None  # flags are 0 when absent, repeatables absent until given
+            given = self.get(s.name)
+            if s.flag:
+                given = True if given else None  # usage.Options sets absent flags to 0
             raw = given if given is not None else from_file.get(s.name, s.default)
-            self[s.name] = s.coerce(True if s.flag and given else raw)
+            self[s.name] = s.coerce(raw)
         self.check()
 
     def check(self) -> None:

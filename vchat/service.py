@@ -6,12 +6,18 @@ from collections.abc import Callable
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.interfaces import IListeningPort, IReactorCore, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from vchat.protocol.websocket import SignalingFactory
 from vchat.resources import raise_open_files_limit
+
+
+def stop_running(reactor: IReactorCore) -> None:
+    """Stop the reactor if it runs: what twistd's services do when they cannot start."""
+    if reactor.running:
+        reactor.stop()
 
 
 class SignalingService(Service):

@@ -12,7 +12,9 @@ from vchat.ice import IcePolicy, turn_url
 from vchat.matching import MatchingEngine
 from vchat.options import Setting, SettingsOptions, text
 from vchat.protocol.websocket import ConnectionLimits, SignalingFactory
-from vchat.service import SignalingService
+from vchat.service import SignalingService, stop_running
+from vchat.stun.config import STUN_SETTINGS, StunConfig, stun_config
+from vchat.stun.service import make_stun_service
 from vchat.switchboard import Switchboard
 
 SETTINGS = (
@@ -76,9 +78,10 @@ SETTINGS = (
 class Options(SettingsOptions):
     """Options of `twistd vchat`; `--config FILE` supplies the same keys and the command line wins."""
 
-    settings = SETTINGS
+    settings = SETTINGS + STUN_SETTINGS
 
     def check(self) -> None:
+        self.stun: StunConfig = stun_config(self)
         try:
             serverFromString(None, self["ws"])
         except (ValueError, TypeError, KeyError) as e:
@@ -89,6 +92,7 @@ class Options(SettingsOptions):
     def ice_policy(self) -> IcePolicy:
         """What `welcome` tells clients about ICE servers."""
         return IcePolicy(
+            stun_ports=(self.stun.udp_port,) if self.stun.udp_port else (),
             public_host=self["public-host"],
             turn_urls=tuple(self["turn-url"]),
             turn_secret=self["turn-secret"],
@@ -122,10 +126,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     factory = SignalingFactory(switchboard, options.limits(), reactor)
     root = MultiService()
     endpoint = serverFromString(reactor, options["ws"])
-    SignalingService(endpoint, factory, on_failure=lambda: _stop_running(reactor)).setServiceParent(root)
+    SignalingService(endpoint, factory, on_failure=lambda: stop_running(reactor)).setServiceParent(root)
+    if options.stun.udp_port or options.stun.tcp_endpoint:
+        make_stun_service(options.stun, reactor, on_failure=lambda: stop_running(reactor)).setServiceParent(
+            root
+        )
     return root
-
-
-def _stop_running(reactor: Any) -> None:
-    if reactor.running:
-        reactor.stop()

@@ -1,0 +1,254 @@
+"""The STUN service: owns the UDP listeners (one per local address) and the optional TCP listener."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from vchat.service import raise_open_files_limit
+from vchat.stun.config import StunConfig
+from vchat.stun.interfaces import host_addresses
+from vchat.stun.limiter import SourceLimiter
+from vchat.stun.responder import MAX_REQUEST_BYTES, Address, AddressPair, Responder
+from vchat.stun.tcp import StunStreamFactory
+from vchat.stun.udp import SendTo, StunDatagramProtocol
+
+_WILDCARDS = ("0.0.0.0", "::")
+
+
+@dataclass
+class StunListening:
+    """Where the STUN service listens: every UDP (address, port), and the TCP port if any."""
+
+    udp: list[Address] = field(default_factory=list)
+    tcp: IListeningPort | None = None
+
+
+class UdpStunService(Service):
+    """Binds each local address separately, so that every reply leaves from where its request arrived."""
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        config: StunConfig,
+        limiter: SourceLimiter | None,
+        on_failure: Callable[[], object],
+    ) -> None:
+        self.setName("stun-udp")
+        self._reactor = reactor
+        self._config = config
+        self._limiter = limiter
+        self._on_failure = on_failure
+        self._ports: list[IListeningPort] = []
+        self._senders: dict[Address, SendTo] = {}
+        self.addresses: list[Address] = []
+        self.failure: Failure | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        config = self._config
+        explicit = config.interfaces is not None
+        interfaces = list(config.interfaces) if config.interfaces is not None else host_addresses()
+        fallback = not interfaces
+        if fallback:
+            self._log.warn("cannot list this host's addresses; STUN listens on the wildcard address")
+            interfaces = ["::", "0.0.0.0"]  # the second only where '::' is not there (no IPv6)
+            explicit = False
+        if any(a in _WILDCARDS for a in interfaces):
+            self._log.warn(
+                "STUN on a wildcard address: on a multi-homed host replies may leave from another one"
+            )
+        primary = config.primary_address()
+        port = config.udp_port or 0
+        alternate_port = config.alternate[1] if config.alternate else 0
+        plan: list[tuple[str, str]] = [(a, "primary") for a in interfaces]
+        if config.alternate is not None and primary is not None:
+            plan += [
+                (primary, "alternate"),
+                (config.alternate[0], "primary"),
+                (config.alternate[0], "alternate"),
+            ]
+        chosen = {"primary": port, "alternate": alternate_port}
+        protocols: list[StunDatagramProtocol] = []
+        responder = Responder(config.software)
+        for address, which in dict.fromkeys(plan):
+            if fallback and address == "0.0.0.0" and self._ports:
+                continue  # '::' is dual-stack
+            protocol = StunDatagramProtocol(responder, self._reactor, self._limiter, self._senders)
+            try:
+                listening = self._reactor.listenUDP(
+                    chosen[which], protocol, interface=address, maxPacketSize=MAX_REQUEST_BYTES + 4
+                )
+            except CannotListenError:
+                failure = Failure()
+                if explicit or which != "primary":
+                    self._fail(failure)
+                    return
+                self._log.warn(
+                    "STUN cannot listen on {address}: {error}", address=address, error=failure.value
+                )
+                continue
+            self._ports.append(listening)
+            protocols.append(protocol)
+            chosen[which] = chosen[which] or listening.getHost().port
+            self.addresses.append(protocol.local)
+        if not self._ports:
+            self._fail(Failure(CannotListenError(None, port, "no address to listen on")))
+            return
+        if config.alternate is not None and primary is not None:
+            pair = AddressPair((primary, chosen["primary"]), (config.alternate[0], chosen["alternate"]))
+            responder = Responder(config.software, pair)
+            for protocol in protocols:
+                protocol.set_responder(responder)
+        self._log.info("STUN over UDP on {addresses}", addresses=", ".join(_show(a) for a in self.addresses))
+
+    def _fail(self, failure: Failure) -> None:
+        self.failure = failure
+        self._log.failure("cannot listen for STUN over UDP", failure)
+        self._stop_ports()
+        self._on_failure()
+
+    def _stop_ports(self) -> Deferred[Any]:
+        ports, self._ports = self._ports, []
+        self.addresses = []
+        return gatherResults([maybeDeferred(port.stopListening) for port in ports], consumeErrors=True)
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()
+        return self._stop_ports()
+
+
+class TcpStunService(Service):
+    """Listens for STUN over TCP on a Twisted endpoint; on stop, closes the port and every connection."""
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        config: StunConfig,
+        limiter: SourceLimiter | None,
+        on_failure: Callable[[], object],
+    ) -> None:
+        assert config.tcp_endpoint is not None
+        self.setName("stun-tcp")
+        self._endpoint = serverFromString(reactor, config.tcp_endpoint)
+        self._factory = StunStreamFactory(
+            Responder(config.software), reactor, limiter, idle_timeout=config.tcp_idle_timeout
+        )
+        self._on_failure = on_failure
+        self._starting: Deferred[IListeningPort] | None = None
+        self.port: IListeningPort | None = None
+        self.failure: Failure | None = None
+        self._waiters: list[Deferred[IListeningPort]] = []
+
+    def startService(self) -> None:
+        super().startService()
+        limit = raise_open_files_limit()
+        self._log.info("open files limit {limit}", limit=limit)
+        self._starting = self._endpoint.listen(self._factory)
+        self._starting.addCallbacks(self._listening, self._failed)
+
+    def _listening(self, port: IListeningPort) -> None:
+        self._starting = None
+        self.port = port
+        self._log.info("STUN over TCP on {address}", address=port.getHost())
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(port)
+
+    def _failed(self, failure: Failure) -> None:
+        self._starting = None
+        self.failure = failure
+        self._log.failure("cannot listen for STUN over TCP", failure)
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.errback(failure)
+        self._on_failure()
+
+    def whenListening(self) -> Deferred[IListeningPort]:
+        """Fires with the listening port once listening, or fails as listening failed."""
+        waiter: Deferred[IListeningPort] = Deferred()
+        if self.port is not None:
+            waiter.callback(self.port)
+        elif self.failure is not None:
+            waiter.errback(self.failure)
+        else:
+            self._waiters.append(waiter)
+        return waiter
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        if self._starting is not None:
+            self._starting.cancel()
+        for connection in list(self._factory.connections):
+            connection.transport.loseConnection()
+        port, self.port = self.port, None
+        if port is None:
+            return succeed(None)
+        return maybeDeferred(port.stopListening)
+
+
+class StunService(MultiService):
+    """The STUN responder, named "stun": a UDP child ("stun-udp") and a TCP child ("stun-tcp") as configured.
+
+    `reactor` provides IReactorUDP and IReactorTime (and whatever the TCP endpoint needs); `on_failure`
+    runs when a listener cannot listen (twistd passes a function that stops the process).
+    """
+
+    def __init__(
+        self, reactor: Any, config: StunConfig, on_failure: Callable[[], object] | None = None
+    ) -> None:
+        if config.alternate is not None and (config.udp_port is None or config.primary_address() is None):
+            raise ValueError("an alternate address needs UDP and exactly one interface of its family")
+        super().__init__()
+        self.setName("stun")
+        self.config = config
+        failed = on_failure if on_failure is not None else _ignore
+        limiter = SourceLimiter(config.rate, config.burst, reactor.seconds()) if config.rate > 0 else None
+        if config.udp_port is not None:
+            UdpStunService(reactor, config, limiter, failed).setServiceParent(self)
+        if config.tcp_endpoint is not None:
+            TcpStunService(reactor, config, limiter, failed).setServiceParent(self)
+
+    def whenListening(self) -> Deferred[StunListening]:
+        """Fires once every listener listens, with where; fails if one cannot."""
+        return Deferred.fromCoroutine(self._listening())
+
+    async def _listening(self) -> StunListening:
+        listening = StunListening()
+        for child in self:
+            if isinstance(child, UdpStunService):
+                if child.failure is not None:
+                    child.failure.raiseException()
+                listening.udp = list(child.addresses)
+            elif isinstance(child, TcpStunService):
+                listening.tcp = await child.whenListening()
+        return listening
+
+
+def make_stun_service(
+    config: StunConfig, reactor: Any, on_failure: Callable[[], object] | None = None
+) -> StunService:
+    """The STUN service for `config`; it listens when started."""
+    return StunService(reactor, config, on_failure)
+
+
+def _show(address: Address) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _ignore() -> None:
+    pass
