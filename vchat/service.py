@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.internet.interfaces import IListeningPort, IReactorCore, IStreamServerEndpoint
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorCore, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -20,8 +20,8 @@ def stop_running(reactor: IReactorCore) -> None:
         reactor.stop()
 
 
-class SignalingService(Service):
-    """Listens for signaling WebSockets; on stop, closes every session and the port.
+class EndpointService(Service):
+    """Listens on a stream endpoint with a factory; on stop, runs `closing` and stops listening.
 
     `on_failure` runs when the endpoint cannot listen (twistd passes a function that stops the process).
     """
@@ -29,14 +29,18 @@ class SignalingService(Service):
     _log = Logger()
 
     def __init__(
-        self, endpoint: IStreamServerEndpoint, factory: SignalingFactory, on_failure: Callable[[], object]
+        self,
+        name: str,
+        endpoint: IStreamServerEndpoint,
+        factory: IProtocolFactory,
+        on_failure: Callable[[], object],
     ) -> None:
-        self.setName("signaling")
+        self.setName(name)
         self._endpoint = endpoint
         self._factory = factory
         self._on_failure = on_failure
-        self._port: IListeningPort | None = None
-        self._failure: Failure | None = None
+        self.port: IListeningPort | None = None
+        self.failure: Failure | None = None
         self._starting: Deferred[IListeningPort] | None = None
         self._waiters: list[Deferred[IListeningPort]] = []
 
@@ -49,16 +53,16 @@ class SignalingService(Service):
 
     def _listening(self, port: IListeningPort) -> None:
         self._starting = None
-        self._port = port
-        self._log.info("signaling on {address}", address=port.getHost())
+        self.port = port
+        self._log.info("{name} on {address}", name=self.name, address=port.getHost())
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             waiter.callback(port)
 
     def _failed(self, failure: Failure) -> None:
         self._starting = None
-        self._failure = failure
-        self._log.failure("cannot listen for signaling", failure)
+        self.failure = failure
+        self._log.failure("{name} cannot listen", failure, name=self.name)
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             waiter.errback(failure)
@@ -67,20 +71,36 @@ class SignalingService(Service):
     def whenListening(self) -> Deferred[IListeningPort]:
         """Fires with the listening port once the service listens, or fails as listening failed."""
         waiter: Deferred[IListeningPort] = Deferred()
-        if self._port is not None:
-            waiter.callback(self._port)
-        elif self._failure is not None:
-            waiter.errback(self._failure)
+        if self.port is not None:
+            waiter.callback(self.port)
+        elif self.failure is not None:
+            waiter.errback(self.failure)
         else:
             self._waiters.append(waiter)
         return waiter
+
+    def closing(self) -> None:
+        """Close what the factory holds open; called when the service stops."""
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
         if self._starting is not None:
             self._starting.cancel()
-        self._factory.switchboard.shutdown()
-        port, self._port = self._port, None
+        self.closing()
+        port, self.port = self.port, None
         if port is None:
             return succeed(None)
         return maybeDeferred(port.stopListening)
+
+
+class SignalingService(EndpointService):
+    """Listens for signaling WebSockets; on stop, closes every session and the port."""
+
+    def __init__(
+        self, endpoint: IStreamServerEndpoint, factory: SignalingFactory, on_failure: Callable[[], object]
+    ) -> None:
+        super().__init__("signaling", endpoint, factory, on_failure)
+        self._switchboard = factory.switchboard
+
+    def closing(self) -> None:
+        self._switchboard.shutdown()

@@ -7,14 +7,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from vchat.service import raise_open_files_limit
+from vchat.service import EndpointService
 from vchat.stun.config import StunConfig
 from vchat.stun.interfaces import host_addresses
 from vchat.stun.limiter import SourceLimiter
@@ -129,10 +129,8 @@ class UdpStunService(Service):
         return self._stop_ports()
 
 
-class TcpStunService(Service):
+class TcpStunService(EndpointService):
     """Listens for STUN over TCP on a Twisted endpoint; on stop, closes the port and every connection."""
-
-    _log = Logger()
 
     def __init__(
         self,
@@ -142,62 +140,15 @@ class TcpStunService(Service):
         on_failure: Callable[[], object],
     ) -> None:
         assert config.tcp_endpoint is not None
-        self.setName("stun-tcp")
-        self._endpoint = serverFromString(reactor, config.tcp_endpoint)
-        self._factory = StunStreamFactory(
+        self._stream_factory = StunStreamFactory(
             Responder(config.software), reactor, limiter, idle_timeout=config.tcp_idle_timeout
         )
-        self._on_failure = on_failure
-        self._starting: Deferred[IListeningPort] | None = None
-        self.port: IListeningPort | None = None
-        self.failure: Failure | None = None
-        self._waiters: list[Deferred[IListeningPort]] = []
+        endpoint = serverFromString(reactor, config.tcp_endpoint)
+        super().__init__("stun-tcp", endpoint, self._stream_factory, on_failure)
 
-    def startService(self) -> None:
-        super().startService()
-        limit = raise_open_files_limit()
-        self._log.info("open files limit {limit}", limit=limit)
-        self._starting = self._endpoint.listen(self._factory)
-        self._starting.addCallbacks(self._listening, self._failed)
-
-    def _listening(self, port: IListeningPort) -> None:
-        self._starting = None
-        self.port = port
-        self._log.info("STUN over TCP on {address}", address=port.getHost())
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.callback(port)
-
-    def _failed(self, failure: Failure) -> None:
-        self._starting = None
-        self.failure = failure
-        self._log.failure("cannot listen for STUN over TCP", failure)
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.errback(failure)
-        self._on_failure()
-
-    def whenListening(self) -> Deferred[IListeningPort]:
-        """Fires with the listening port once listening, or fails as listening failed."""
-        waiter: Deferred[IListeningPort] = Deferred()
-        if self.port is not None:
-            waiter.callback(self.port)
-        elif self.failure is not None:
-            waiter.errback(self.failure)
-        else:
-            self._waiters.append(waiter)
-        return waiter
-
-    def stopService(self) -> Deferred[None]:
-        super().stopService()
-        if self._starting is not None:
-            self._starting.cancel()
-        for connection in list(self._factory.connections):
+    def closing(self) -> None:
+        for connection in list(self._stream_factory.connections):
             connection.transport.loseConnection()
-        port, self.port = self.port, None
-        if port is None:
-            return succeed(None)
-        return maybeDeferred(port.stopListening)
 
 
 class StunService(MultiService):
