@@ -6,6 +6,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import TimeoutError as DeferredTimeout
+from twisted.internet.task import deferLater
 
 from conftest import RunningServer, start_server
 from vchat.protocol.codec import JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL, encode_json, encode_msgpack
@@ -433,3 +434,24 @@ async def test_misbehaving_client_does_not_affect_others(server: RunningServer) 
     a.send({"type": "chat", "match_id": matched["match_id"], "text": "fine"})
     assert (await b.expect("chat"))["text"] == "fine"
     await assert_silent(b)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_that_does_not_read_is_dropped_not_buffered() -> None:
+    server = await start_server(
+        "--message-rate", "10000", "--message-burst", "10000", "--max-backlog-bytes", "65536", "--resume-grace", "5"
+    )  # fmt: skip
+    try:
+        a, b, matched, _ = await matched_pair(server)
+        b.transport.pauseProducing()  # b stops reading; the kernel's buffers fill, then the server's
+        blob = "x" * 60000
+        for _ in range(600):
+            a.send({"type": "signal", "match_id": matched["match_id"], "payload": blob})
+            if not a.inbox.pending:
+                await deferLater(reactor, 0)
+            else:
+                break
+        notice = await a.expect("partner_reconnecting", timeout=10)
+        assert notice["match_id"] == matched["match_id"]
+    finally:
+        await server.service.stopService()

@@ -32,6 +32,13 @@ SETTINGS = (
         "largest WebSocket message accepted; larger ones close with 1009",
         128,
     ),
+    Setting(
+        "max-backlog-bytes",
+        1048576,
+        int,
+        "bytes a client may fall behind in reading before it counts as lost (it may resume)",
+        65536,
+    ),
     Setting("message-rate", 20.0, float, "messages per second a connection may send on average", 0.1),
     Setting("message-burst", 60, int, "messages a connection may send in a burst", 1),
     Setting(
@@ -110,6 +117,7 @@ class Options(SettingsOptions):
             hello_timeout=self["hello-timeout"],
             heartbeat_interval=self["heartbeat"],
             heartbeat_timeout=self["heartbeat-timeout"],
+            max_backlog_bytes=self["max-backlog-bytes"],
         )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -62,6 +62,33 @@ class ConnectionLimits:
     hello_timeout: float = 10.0
     heartbeat_interval: float = 25.0
     heartbeat_timeout: float = 10.0
+    max_backlog_bytes: int = 1048576
+
+
+@implementer(IPushProducer)
+class OutgoingBacklog:
+    """Counts what is sent to a client while its transport's buffer is full (a client that does not read)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.paused = False
+        self.queued = 0
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.queued = 0
+
+    def stopProducing(self) -> None:
+        self.paused = False
+
+    def admit(self, size: int) -> bool:
+        """Count `size` more bytes; False once the client is more than `limit` bytes behind."""
+        if self.paused:
+            self.queued += size
+        return self.queued <= self.limit
 
 
 _HOST_NAME = re.compile(r"[A-Za-z0-9.:-]{1,253}")
@@ -88,6 +115,7 @@ class SignalingProtocol(WebSocketServerProtocol):
         self._strikes: TokenBucket | None = None
         self._hello_timer: IDelayedCall | None = None
         self._host = "localhost"
+        self._backlog: OutgoingBacklog | None = None
 
     # --- autobahn callbacks ---------------------------------------------------------------------------
 
@@ -106,6 +134,8 @@ class SignalingProtocol(WebSocketServerProtocol):
             limits.max_bad_messages / limits.bad_message_window, limits.max_bad_messages, now
         )
         self._hello_timer = factory.clock.callLater(limits.hello_timeout, self._hello_overdue)
+        self._backlog = OutgoingBacklog(limits.max_backlog_bytes)
+        self.registerProducer(self._backlog, True)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if self.state != self.STATE_OPEN:
@@ -143,9 +173,19 @@ class SignalingProtocol(WebSocketServerProtocol):
     # --- IPeer ----------------------------------------------------------------------------------------
 
     def send(self, message: dict[str, Any]) -> None:
-        """Encode and send one message, if the connection is still open."""
-        if self.state == self.STATE_OPEN:
-            self.sendMessage(self._codec.encode(message), isBinary=self._codec.binary)
+        """Encode and send one message, if the connection is still open.
+
+        A client that stops reading is dropped once it is `max_backlog_bytes` behind, as if its connection had
+        been lost (it may resume), so that it cannot make the server buffer without bound.
+        """
+        if self.state != self.STATE_OPEN:
+            return
+        data = self._codec.encode(message)
+        if self._backlog is not None and not self._backlog.admit(len(data)):
+            self._log.info("dropping a client that does not read")
+            self.dropConnection(abort=True)
+            return
+        self.sendMessage(data, isBinary=self._codec.binary)
 
     def close(self, code: int, reason: str) -> None:
         """Close with `code`; the session, if any, is no longer this connection's."""
