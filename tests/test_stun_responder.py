@@ -172,7 +172,7 @@ def test_classic_rfc3489_request_gets_mapped_address() -> None:
     [
         b"",
         bytes(19),
-        os.urandom(20)[:2] + b"\x00\x00" + bytes(16),
+        b"\xc0\x01\x00\x00" + bytes(16),  # the two top bits set: not STUN
         b"\x01\x01\x00\x00\x21\x12\xa4\x42" + bytes(12),  # a success response
         b"\x00\x11\x00\x00\x21\x12\xa4\x42" + bytes(12),  # a Binding indication
         b"\x00\x03\x00\x00\x21\x12\xa4\x42" + bytes(12),  # an Allocate request: not answered here
@@ -186,8 +186,6 @@ def test_classic_rfc3489_request_gets_mapped_address() -> None:
     ],
 )
 def test_anything_else_is_dropped(data: bytes) -> None:
-    if data[:2] == b"\x00\x01" and len(data) == 20 and data[2:4] == b"\x00\x00":
-        pytest.skip("random bytes made a valid request")
     assert Responder().respond(data, CLIENT, LOCAL) is None
 
 
