@@ -66,6 +66,8 @@ class SettingsOptions(usage.Options):
     """`usage.Options` built from `settings`, plus `--config FILE`; the command line wins over the file."""
 
     settings: ClassVar[tuple[Setting, ...]] = ()
+    optParameters: ClassVar[list[list[Any]]] = []
+    optFlags: ClassVar[list[list[Any]]] = []
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -5,13 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorCore, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from vchat.protocol.websocket import SignalingFactory
 from vchat.resources import raise_open_files_limit
+
+
+def stop_listening(port: IListeningPort) -> Deferred[None]:
+    """A Deferred that fires when `port` has stopped listening."""
+    stopped = port.stopListening()
+    return stopped if stopped is not None else succeed(None)
 
 
 def stop_running(reactor: IReactorCore) -> None:
@@ -88,9 +94,7 @@ class EndpointService(Service):
             self._starting.cancel()
         self.closing()
         port, self.port = self.port, None
-        if port is None:
-            return succeed(None)
-        return maybeDeferred(port.stopListening)
+        return succeed(None) if port is None else stop_listening(port)
 
 
 class SignalingService(EndpointService):

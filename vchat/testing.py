@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
@@ -67,7 +67,7 @@ class SignalingClient(WebSocketClientProtocol):
 class SignalingClientFactory(WebSocketClientFactory):
     """Makes `SignalingClient`s for one URL."""
 
-    protocol = SignalingClient
+    protocol = SignalingClient  # type: ignore[assignment]  # Autobahn's factory typing predates protocols
 
     def __init__(self, url: str, subprotocols: list[str] | None, clock: IReactorTime) -> None:
         super().__init__(url, protocols=subprotocols or [], reactor=clock)
@@ -79,7 +79,7 @@ async def connect(reactor: Any, url: str, subprotocols: list[str] | None = None)
     parsed = urlparse(url)
     factory = SignalingClientFactory(url, subprotocols, reactor)
     endpoint = TCP4ClientEndpoint(reactor, parsed.hostname or "127.0.0.1", parsed.port or 80, timeout=5)
-    client: SignalingClient = await endpoint.connect(factory)
+    client = cast(SignalingClient, await endpoint.connect(factory))
     return await client.opened
 
 

@@ -7,7 +7,7 @@ import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import msgpack
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
@@ -15,7 +15,13 @@ from autobahn.websocket.util import parse_url
 from twisted.internet import defer
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IDelayedCall, IReactorTCP, IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IReactorTCP,
+    IReactorTime,
+    IStreamClientEndpoint,
+    ITCPTransport,
+)
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -514,13 +520,13 @@ class BotProtocol(WebSocketClientProtocol):
         if self.state == self.STATE_OPEN:
             self.sendClose(code=1000)
         elif self.state != self.STATE_CLOSED and self.transport is not None:
-            self.transport.abortConnection()
+            cast(ITCPTransport, self.transport).abortConnection()
 
 
 class _FleetFactory(WebSocketClientFactory):
     """Shared WebSocket settings for every bot connection of a fleet."""
 
-    protocol = BotProtocol
+    protocol = BotProtocol  # type: ignore[assignment]  # Autobahn's factory typing predates protocols
 
     def __init__(self, fleet: BotFleet, url: str, codec: WireCodec, reactor: IReactorTime) -> None:
         super().__init__(url=url, protocols=[codec.subprotocol], useragent="vchat-bot", reactor=reactor)
@@ -536,7 +542,7 @@ class _Handoff(Factory):
     def __init__(self, protocol: BotProtocol) -> None:
         self._protocol = protocol
 
-    def buildProtocol(self, addr: Any) -> BotProtocol:
+    def buildProtocol(self, addr: Any) -> BotProtocol:  # type: ignore[override]
         return self._protocol
 
 
@@ -671,7 +677,7 @@ class BotFleet:
     def _abort_stragglers(self) -> None:
         for protocol in list(self._protocols):
             if protocol.transport is not None:
-                protocol.transport.abortConnection()
+                cast(ITCPTransport, protocol.transport).abortConnection()
 
 
 class LoadRun:

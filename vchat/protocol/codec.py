@@ -70,28 +70,28 @@ def _require_map(value: object) -> dict[str, Any]:
     return value
 
 
-def _portable(value: object, depth: int) -> bool:
+def _portable(value: Any, depth: int) -> bool:
     """Whether both codecs can carry `value` unchanged, so JSON and msgpack clients can talk."""
     kind = type(value)  # exact types: decoders make no subclasses, and this is the per-message hot path
     if kind is str:
-        return value.isascii() or _utf8_encodable(value)  # type: ignore[union-attr]
+        return value.isascii() or _utf8_encodable(value)
     if kind is dict:
         if depth >= MAX_DEPTH:
             return False
         depth += 1
-        for key, item in value.items():  # type: ignore[union-attr]
+        for key, item in value.items():
             if type(key) is not str or not _portable(key, depth) or not _portable(item, depth):
                 return False
         return True
     if kind is int:
-        return _INT_MIN <= value <= _INT_MAX  # type: ignore[operator]
+        return _INT_MIN <= value <= _INT_MAX
     if kind is list:
         if depth >= MAX_DEPTH:
             return False
         depth += 1
-        return all(_portable(item, depth) for item in value)  # type: ignore[attr-defined]
+        return all(_portable(item, depth) for item in value)
     if kind is float:
-        return math.isfinite(value)  # type: ignore[arg-type]
+        return math.isfinite(value)
     return value is None or kind is bool
 
 

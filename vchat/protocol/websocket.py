@@ -270,7 +270,7 @@ class SignalingProtocol(WebSocketServerProtocol):
 class SignalingFactory(WebSocketServerFactory):
     """Makes `SignalingProtocol`s; holds the clock, the limits and the switchboard they share."""
 
-    protocol = SignalingProtocol
+    protocol = SignalingProtocol  # type: ignore[assignment]  # Autobahn's factory typing predates protocols
 
     def __init__(self, switchboard: Switchboard, limits: ConnectionLimits, clock: IReactorTime) -> None:
         super().__init__(reactor=clock)

@@ -7,14 +7,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from vchat.service import EndpointService
+from vchat.service import EndpointService, stop_listening
 from vchat.stun.config import StunConfig
 from vchat.stun.interfaces import host_addresses
 from vchat.stun.limiter import SourceLimiter
@@ -59,7 +59,7 @@ class UdpStunService(Service):
         super().startService()
         config = self._config
         explicit = config.interfaces is not None
-        interfaces = list(config.interfaces) if config.interfaces is not None else host_addresses()
+        interfaces = list(config.interfaces) if config.interfaces is not None else (host_addresses() or [])
         fallback = not interfaces
         if fallback:
             self._log.warn("cannot list this host's addresses; STUN listens on the wildcard address")
@@ -122,7 +122,7 @@ class UdpStunService(Service):
     def _stop_ports(self) -> Deferred[Any]:
         ports, self._ports = self._ports, []
         self.addresses = []
-        return gatherResults([maybeDeferred(port.stopListening) for port in ports], consumeErrors=True)
+        return gatherResults([stop_listening(port) for port in ports], consumeErrors=True)
 
     def stopService(self) -> Deferred[Any]:
         super().stopService()
