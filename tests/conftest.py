@@ -25,12 +25,18 @@ class RunningServer:
     service: IService
     url: str
 
-    async def client(self, codec: str = "json", hello: bool = False, **fields: object) -> SignalingClient:
+    async def client(
+        self,
+        codec: str = "json",
+        hello: bool = False,
+        headers: dict[str, str] | None = None,
+        **fields: object,
+    ) -> SignalingClient:
         """Connect a client with `codec` ("json", "msgpack" or "none"); optionally say hello."""
         from twisted.internet import reactor
 
         offered = {"json": [JSON_SUBPROTOCOL], "msgpack": [MSGPACK_SUBPROTOCOL], "none": []}[codec]
-        client = await connect(reactor, self.url, offered)
+        client = await connect(reactor, self.url, offered, headers)
         if hello:
             client.send({"type": "hello", "age_confirmed": True, "gender": "u", **fields})
             await client.expect("welcome")

@@ -69,10 +69,10 @@ class EndpointService(Service):
         self._starting = None
         self.failure = failure
         self._log.failure("{name} cannot listen", failure, name=self.name)
+        self._on_failure()
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             waiter.errback(failure)
-        self._on_failure()
 
     def whenListening(self) -> Deferred[IListeningPort]:
         """Fires with the listening port once the service listens, or fails as listening failed."""

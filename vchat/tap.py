@@ -8,6 +8,7 @@ from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
+from vchat.geo import GeoIPService, ICountryLookup, NoCountries, proxy_network
 from vchat.ice import IcePolicy, turn_url
 from vchat.matching import MatchingEngine
 from vchat.options import Setting, SettingsOptions, text
@@ -58,6 +59,16 @@ SETTINGS = (
     Setting("recent-window", 600.0, float, "seconds a past partner is not matched again", 1),
     Setting(
         "rematch-after", 30.0, float, "seconds of waiting after which past partners are acceptable again", 1
+    ),
+    Setting(
+        "geoip-db", None, text, "MaxMind-format country database (GeoLite2-Country, DB-IP lite) for countries"
+    ),
+    Setting(
+        "trusted-proxy",
+        [],
+        proxy_network,
+        "address or network of a reverse proxy whose X-Forwarded-For header is believed",
+        repeatable=True,
     ),
     Setting(
         "public-host", None, text, "host name or address for ICE URLs [default: the host each client reached]"
@@ -131,8 +142,15 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         rematch_after=options["rematch-after"],
     )
     switchboard = Switchboard(reactor, engine, resume_grace=options["resume-grace"], ice=options.ice_policy())
-    factory = SignalingFactory(switchboard, options.limits(), reactor)
     root = MultiService()
+    countries: ICountryLookup = NoCountries()
+    if options["geoip-db"]:
+        geoip = GeoIPService(options["geoip-db"], reactor, on_failure=lambda: stop_running(reactor))
+        geoip.setServiceParent(root)
+        countries = geoip
+    factory = SignalingFactory(
+        switchboard, options.limits(), reactor, countries, tuple(options["trusted-proxy"])
+    )
     endpoint = serverFromString(reactor, options["ws"])
     SignalingService(endpoint, factory, on_failure=lambda: stop_running(reactor)).setServiceParent(root)
     if options.stun.udp_port or options.stun.tcp_endpoint:

@@ -69,15 +69,23 @@ class SignalingClientFactory(WebSocketClientFactory):
 
     protocol = SignalingClient  # type: ignore[assignment]  # Autobahn's factory typing predates protocols
 
-    def __init__(self, url: str, subprotocols: list[str] | None, clock: IReactorTime) -> None:
-        super().__init__(url, protocols=subprotocols or [], reactor=clock)
+    def __init__(
+        self,
+        url: str,
+        subprotocols: list[str] | None,
+        clock: IReactorTime,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(url, protocols=subprotocols or [], headers=headers, reactor=clock)
         self.clock = clock
 
 
-async def connect(reactor: Any, url: str, subprotocols: list[str] | None = None) -> SignalingClient:
+async def connect(
+    reactor: Any, url: str, subprotocols: list[str] | None = None, headers: dict[str, str] | None = None
+) -> SignalingClient:
     """Open a WebSocket to `url` (ws://host:port/path) offering `subprotocols`; returns the open client."""
     parsed = urlparse(url)
-    factory = SignalingClientFactory(url, subprotocols, reactor)
+    factory = SignalingClientFactory(url, subprotocols, reactor, headers)
     endpoint = TCP4ClientEndpoint(reactor, parsed.hostname or "127.0.0.1", parsed.port or 80, timeout=5)
     client = cast(SignalingClient, await endpoint.connect(factory))
     return await client.opened

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime, ITCPTransport
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from vchat.geo import ICountryLookup, Network, NoCountries, client_address
 from vchat.protocol.codec import JSON, Codec, choose_codec
 from vchat.protocol.errors import CloseCode, ErrorCode, ProtocolError
 from vchat.protocol.messages import (
@@ -115,6 +116,7 @@ class SignalingProtocol(WebSocketServerProtocol):
         self._strikes: TokenBucket | None = None
         self._hello_timer: IDelayedCall | None = None
         self._host = "localhost"
+        self._country: str | None = None
         self._backlog: OutgoingBacklog | None = None
 
     # --- autobahn callbacks ---------------------------------------------------------------------------
@@ -123,6 +125,12 @@ class SignalingProtocol(WebSocketServerProtocol):
         if request.path != WEBSOCKET_PATH:
             raise ConnectionDeny(ConnectionDeny.NOT_FOUND, f"the signaling endpoint is {WEBSOCKET_PATH}")
         self._host = _host_name(request.host)
+        factory = self.factory
+        peer = cast(ITCPTransport, self.transport).getPeer()
+        address = client_address(
+            getattr(peer, "host", ""), request.headers.get("x-forwarded-for"), factory.trusted_proxies
+        )
+        self._country = factory.countries.country_of(address)
         self._codec = choose_codec(request.protocols)
         return self._codec.subprotocol if self._codec.subprotocol in request.protocols else None
 
@@ -210,7 +218,7 @@ class SignalingProtocol(WebSocketServerProtocol):
         if self._hello_timer is not None and self._hello_timer.active():
             self._hello_timer.cancel()
         self._hello_timer = None
-        self._session = self.factory.switchboard.open(hello, self, country=None, host=self._host)
+        self._session = self.factory.switchboard.open(hello, self, country=self._country, host=self._host)
 
     def handle_search(self, search: Search, rid: RequestId) -> None:
         self.factory.switchboard.search(self._require_session(), search)
@@ -272,11 +280,20 @@ class SignalingFactory(WebSocketServerFactory):
 
     protocol = SignalingProtocol  # type: ignore[assignment]  # Autobahn's factory typing predates protocols
 
-    def __init__(self, switchboard: Switchboard, limits: ConnectionLimits, clock: IReactorTime) -> None:
+    def __init__(
+        self,
+        switchboard: Switchboard,
+        limits: ConnectionLimits,
+        clock: IReactorTime,
+        countries: ICountryLookup | None = None,
+        trusted_proxies: tuple[Network, ...] = (),
+    ) -> None:
         super().__init__(reactor=clock)
         self.switchboard = switchboard
         self.limits = limits
         self.clock = clock
+        self.countries: ICountryLookup = countries or NoCountries()
+        self.trusted_proxies = trusted_proxies
         self.setProtocolOptions(
             maxFramePayloadSize=limits.max_message_bytes,
             maxMessagePayloadSize=limits.max_message_bytes,

@@ -1,0 +1,151 @@
+"""Where clients are: the client's address behind trusted proxies, and its country from a GeoIP database."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import geoip2.database
+import geoip2.errors
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import Interface, implementer
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ICountryLookup(Interface):
+    """Finds the country of an IP address."""
+
+    def country_of(address: str) -> str | None:
+        """The ISO 3166 alpha-2 code of `address`'s country, or None when unknown."""
+
+
+def proxy_network(value: object) -> Network:
+    """A trusted proxy's address or network, as an option value."""
+    if not isinstance(value, str):
+        raise ValueError("expected an address or network such as 10.0.0.0/8")
+    return ipaddress.ip_network(value, strict=False)
+
+
+def _plain(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        ip = ipaddress.ip_address(address.strip().strip("[]"))
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def client_address(peer: str, forwarded_for: str | None, trusted: Iterable[Network]) -> str:
+    """The client's address: `peer`, unless `peer` is a trusted proxy, then the nearest untrusted hop of
+    X-Forwarded-For (clients can forge the header's left part, so it is read from the right)."""
+    networks = tuple(trusted)
+    current = _plain(peer)
+    if current is None:
+        return peer
+    hops = [hop for hop in (forwarded_for or "").split(",") if hop.strip()]
+    while hops and any(current in network for network in networks):
+        previous = _plain(hops.pop())
+        if previous is None:
+            break
+        current = previous
+    return str(current)
+
+
+@implementer(ICountryLookup)
+class GeoIPCountries:
+    """Country lookups in a MaxMind-format database (GeoLite2-Country, DB-IP country lite, ...) held in memory."""
+
+    def __init__(self, reader: geoip2.database.Reader) -> None:
+        self._reader = reader
+
+    def country_of(self, address: str) -> str | None:
+        try:
+            found = self._reader.country(address)
+        except (geoip2.errors.AddressNotFoundError, ValueError):
+            return None
+        return found.country.iso_code or found.registered_country.iso_code
+
+    def close(self) -> None:
+        """Release the database."""
+        self._reader.close()
+
+
+def open_country_database(path: str) -> GeoIPCountries:
+    """Read a country database into memory (blocking: run it in a thread)."""
+    return GeoIPCountries(geoip2.database.Reader(path, mode=geoip2.database.MODE_MEMORY))
+
+
+@implementer(ICountryLookup)
+class GeoIPService(Service):
+    """Loads the GeoIP database off the reactor thread when started; until then every country is unknown."""
+
+    _log = Logger()
+
+    def __init__(self, path: str, reactor: Any, on_failure: Callable[[], object]) -> None:
+        self.setName("geoip")
+        self._path = path
+        self._reactor = reactor
+        self._on_failure = on_failure
+        self._countries: GeoIPCountries | None = None
+        self._failure: Failure | None = None
+        self._waiters: list[Deferred[None]] = []
+
+    def country_of(self, address: str) -> str | None:
+        return self._countries.country_of(address) if self._countries is not None else None
+
+    def whenLoaded(self) -> Deferred[None]:
+        """Fires once the database is in memory, or fails as reading it failed."""
+        waiter: Deferred[None] = Deferred()
+        if self._countries is not None:
+            waiter.callback(None)
+        elif self._failure is not None:
+            waiter.errback(self._failure)
+        else:
+            self._waiters.append(waiter)
+        return waiter
+
+    def startService(self) -> None:
+        super().startService()
+        loading = deferToThreadPool(
+            self._reactor, self._reactor.getThreadPool(), open_country_database, self._path
+        )
+        loading.addCallbacks(self._opened, self._failed)
+
+    def _opened(self, countries: GeoIPCountries) -> None:
+        if not self.running:
+            countries.close()
+            return
+        self._countries = countries
+        self._log.info("countries from {path}", path=self._path)
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def _failed(self, failure: Failure) -> None:
+        self._failure = failure
+        self._log.failure("cannot read the GeoIP database {path}", failure, path=self._path)
+        self._on_failure()
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.errback(failure)
+
+    def stopService(self) -> None:
+        super().stopService()
+        countries, self._countries = self._countries, None
+        if countries is not None:
+            countries.close()
+
+
+@implementer(ICountryLookup)
+class NoCountries:
+    """Every country unknown: when no GeoIP database is configured."""
+
+    def country_of(self, address: str) -> str | None:
+        return None
