@@ -81,7 +81,8 @@ class SettingsOptions(usage.Options):
             elif s.repeatable:
                 setattr(cls, "opt_" + s.name.replace("-", "_"), _repeat(s))
             else:
-                cls.optParameters.append([s.name, None, None, f"{s.help} [default: {s.default}]"])
+                shown = "" if s.default is None or "[default:" in s.help else f" [default: {s.default}]"
+                cls.optParameters.append([s.name, None, None, s.help + shown])
 
     def postOptions(self) -> None:
         from_file = self._read_config(self["config"]) if self["config"] else {}

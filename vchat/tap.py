@@ -61,7 +61,10 @@ SETTINGS = (
         "rematch-after", 30.0, float, "seconds of waiting after which past partners are acceptable again", 1
     ),
     Setting(
-        "geoip-db", None, text, "MaxMind-format country database (GeoLite2-Country, DB-IP lite) for countries"
+        "geoip-db",
+        None,
+        text,
+        "MaxMind-format country database (GeoLite2-Country, DB-IP lite) [default: countries unknown]",
     ),
     Setting(
         "trusted-proxy",
@@ -80,7 +83,7 @@ SETTINGS = (
         "turn-secret",
         None,
         text,
-        "coturn's static-auth-secret, to issue TURN credentials (keep it in --config)",
+        "coturn's static-auth-secret, to issue TURN credentials (keep it in --config) [default: no TURN]",
     ),
     Setting("turn-ttl", 86400.0, float, "seconds TURN credentials stay valid", 60),
     Setting(

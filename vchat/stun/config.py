@@ -47,14 +47,17 @@ STUN_SETTINGS = (
         repeatable=True,
     ),
     Setting(
-        "stun-tcp", None, text, "STUN over TCP (RFC 8489 framing) on this Twisted endpoint, e.g. tcp:3478"
+        "stun-tcp",
+        None,
+        text,
+        "STUN over TCP (RFC 8489 framing) on this Twisted endpoint, e.g. tcp:3478 [default: off]",
     ),
     Setting(
         "stun-alternate",
         None,
         text,
         "ADDR:PORT ([ADDR]:PORT for IPv6) of RFC 5780's alternate address, for NAT behaviour discovery; "
-        "needs exactly one --stun-interface of the same family",
+        "needs exactly one --stun-interface of the same family [default: off]",
     ),
     Setting(
         "stun-rate",
