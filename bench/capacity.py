@@ -411,7 +411,22 @@ class Server:
                 self.process.wait()
 
 
-def start_server(kind: str, workdir: Path, extra: Sequence[str] = ()) -> Server:
+def pinned(cpus: set[int] | None) -> Callable[[], None] | None:
+    """A preexec_fn that keeps a child process on `cpus` (None: wherever the kernel likes)."""
+    if not cpus:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
+def cpu_split(pin: bool) -> tuple[set[int] | None, set[int] | None]:
+    """(server CPUs, load generator CPUs): the first CPU for the server, the rest for the load, when pinning."""
+    available = sorted(os.sched_getaffinity(0))
+    if not pin or len(available) < 2:
+        return None, None
+    return {available[0]}, set(available[1:])
+
+
+def start_server(kind: str, workdir: Path, extra: Sequence[str] = (), cpus: set[int] | None = None) -> Server:
     """Start vchat (`twistd -n vchat`) or the bare echo server, and wait until it accepts connections."""
     port = free_port()
     log = workdir / f"{kind}-{port}.log"
@@ -428,7 +443,13 @@ def start_server(kind: str, workdir: Path, extra: Sequence[str] = ()) -> Server:
         command = [sys.executable, "-c", ECHO_SERVER, str(port)]
     with open(log, "ab") as log_file:
         process = subprocess.Popen(
-            command, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT
+            command,
+            cwd=workdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            preexec_fn=pinned(cpus),
         )
     server = Server(kind, port, process, log)
     deadline = time.monotonic() + 30
@@ -472,7 +493,9 @@ def start_workers(server: Server, mode: str, total: int, count: int, args: Args)
             "--window", str(args.window), "--concurrency", str(args.concurrency),
             "--deadline", str(args.phase_timeout * 4),
         ]  # fmt: skip
-        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=pinned(cpu_split(args.pin)[1])
+        )
         workers.append(Worker(process))
     return workers
 
@@ -528,7 +551,7 @@ def stop_workers(workers: list[Worker]) -> None:
 
 def measure_idle(kind: str, count: int, args: Args, workdir: Path) -> dict[str, Any]:
     """(a)/(b): server memory per idle connection after `count` clients connected (and said hello)."""
-    server = start_server(kind, workdir)
+    server = start_server(kind, workdir, cpus=cpu_split(args.pin)[0])
     workers: list[Worker] = []
     try:
         rss_before, _ = memory_kib(server.process.pid)
@@ -556,7 +579,7 @@ def measure_idle(kind: str, count: int, args: Args, workdir: Path) -> dict[str, 
 def measure_relay(kind: str, args: Args, workdir: Path, latency_rate: float | None) -> dict[str, Any]:
     """(c)/(d): closed-loop messages/s, then (when `latency_rate` is given) open-loop latency at that rate."""
     extra = ["--message-rate", "1000000", "--message-burst", "1000000"] if kind == "vchat" else []
-    server = start_server(kind, workdir, extra)
+    server = start_server(kind, workdir, extra, cpus=cpu_split(args.pin)[0])
     workers: list[Worker] = []
     try:
         count = min(args.workers, args.relay_conns // 2)
@@ -747,6 +770,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--concurrency", type=int, default=64, help="handshakes in flight per worker (default 64)")
     add("--phase-timeout", type=float, default=180.0, help="seconds any setup phase may take (default 180)")
     add("--json", metavar="FILE", help="also write the figures as JSON")
+    add(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="server on the first CPU, load generators on the others (default: on, with 2 or more CPUs)",
+    )
     # worker-only options
     add("--worker", action="store_true", help=argparse.SUPPRESS)
     add("--server", choices=["vchat", "echo"], help=argparse.SUPPRESS)
