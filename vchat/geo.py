@@ -15,6 +15,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
+from vchat.outcome import Outcome
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -94,22 +96,14 @@ class GeoIPService(Service):
         self._reactor = reactor
         self._on_failure = on_failure
         self._countries: GeoIPCountries | None = None
-        self._failure: Failure | None = None
-        self._waiters: list[Deferred[None]] = []
+        self._loaded: Outcome[None] = Outcome()
 
     def country_of(self, address: str) -> str | None:
         return self._countries.country_of(address) if self._countries is not None else None
 
     def whenLoaded(self) -> Deferred[None]:
         """Fires once the database is in memory, or fails as reading it failed."""
-        waiter: Deferred[None] = Deferred()
-        if self._countries is not None:
-            waiter.callback(None)
-        elif self._failure is not None:
-            waiter.errback(self._failure)
-        else:
-            self._waiters.append(waiter)
-        return waiter
+        return self._loaded.observe()
 
     def startService(self) -> None:
         super().startService()
@@ -124,17 +118,12 @@ class GeoIPService(Service):
             return
         self._countries = countries
         self._log.info("countries from {path}", path=self._path)
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.callback(None)
+        self._loaded.fire(None)
 
     def _failed(self, failure: Failure) -> None:
-        self._failure = failure
         self._log.failure("cannot read the GeoIP database {path}", failure, path=self._path)
         self._on_failure()
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.errback(failure)
+        self._loaded.fire(failure)
 
     def stopService(self) -> None:
         super().stopService()

@@ -10,6 +10,7 @@ from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReact
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from vchat.outcome import Outcome
 from vchat.protocol.websocket import SignalingFactory
 from vchat.resources import raise_open_files_limit
 
@@ -46,9 +47,8 @@ class EndpointService(Service):
         self._factory = factory
         self._on_failure = on_failure
         self.port: IListeningPort | None = None
-        self.failure: Failure | None = None
         self._starting: Deferred[IListeningPort] | None = None
-        self._waiters: list[Deferred[IListeningPort]] = []
+        self._listening_outcome: Outcome[IListeningPort] = Outcome()
 
     def startService(self) -> None:
         super().startService()
@@ -61,29 +61,17 @@ class EndpointService(Service):
         self._starting = None
         self.port = port
         self._log.info("{name} on {address}", name=self.name, address=port.getHost())
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.callback(port)
+        self._listening_outcome.fire(port)
 
     def _failed(self, failure: Failure) -> None:
         self._starting = None
-        self.failure = failure
         self._log.failure("{name} cannot listen", failure, name=self.name)
         self._on_failure()
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.errback(failure)
+        self._listening_outcome.fire(failure)
 
     def whenListening(self) -> Deferred[IListeningPort]:
         """Fires with the listening port once the service listens, or fails as listening failed."""
-        waiter: Deferred[IListeningPort] = Deferred()
-        if self.port is not None:
-            waiter.callback(self.port)
-        elif self.failure is not None:
-            waiter.errback(self.failure)
-        else:
-            self._waiters.append(waiter)
-        return waiter
+        return self._listening_outcome.observe()
 
     def closing(self) -> None:
         """Close what the factory holds open; called when the service stops."""
