@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -77,10 +77,11 @@ class Match:
     match_id: str
     offer: Session
     answer: Session
-    sessions: tuple[Session, Session] = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.sessions = (self.offer, self.answer)
+    @property
+    def sessions(self) -> tuple[Session, Session]:
+        """Both sides, offerer first."""
+        return (self.offer, self.answer)
 
     def partner_of(self, session: Session) -> Session:
         """The other side of the match."""

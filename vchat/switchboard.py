@@ -117,8 +117,7 @@ class Switchboard:
         """`peer`'s connection ended; an abnormal loss keeps the session for the grace window."""
         if session.peer is not peer or session.state is SessionState.CLOSED:
             return  # an old connection of a resumed session
-        session.peer = None
-        self._online -= 1
+        self._detach(session)
         if not abnormal:
             self._close(session)
             return
@@ -140,10 +139,13 @@ class Switchboard:
 
     def end(self, session: Session) -> None:
         """End a session for good, as when its connection closed cleanly or the server closed it."""
+        self._detach(session)
+        self._close(session)
+
+    def _detach(self, session: Session) -> None:
         if session.peer is not None:
             session.peer = None
             self._online -= 1
-        self._close(session)
 
     def _close(self, session: Session) -> None:
         if session.state is SessionState.CLOSED:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from twisted.application.service import IService, MultiService
@@ -146,18 +147,17 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     )
     switchboard = Switchboard(reactor, engine, resume_grace=options["resume-grace"], ice=options.ice_policy())
     root = MultiService()
+    stop = partial(stop_running, reactor)
     countries: ICountryLookup = NoCountries()
     if options["geoip-db"]:
-        geoip = GeoIPService(options["geoip-db"], reactor, on_failure=lambda: stop_running(reactor))
+        geoip = GeoIPService(options["geoip-db"], reactor, on_failure=stop)
         geoip.setServiceParent(root)
         countries = geoip
     factory = SignalingFactory(
         switchboard, options.limits(), reactor, countries, tuple(options["trusted-proxy"])
     )
     endpoint = serverFromString(reactor, options["ws"])
-    SignalingService(endpoint, factory, on_failure=lambda: stop_running(reactor)).setServiceParent(root)
+    SignalingService(endpoint, factory, on_failure=stop).setServiceParent(root)
     if options.stun.udp_port or options.stun.tcp_endpoint:
-        make_stun_service(options.stun, reactor, on_failure=lambda: stop_running(reactor)).setServiceParent(
-            root
-        )
+        make_stun_service(options.stun, reactor, on_failure=stop).setServiceParent(root)
     return root

@@ -167,10 +167,13 @@ class SignalingProtocol(WebSocketServerProtocol):
         except ProtocolError as error:
             self._refuse(error, rid)
 
-    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+    def _cancel_hello_timer(self) -> None:
         if self._hello_timer is not None and self._hello_timer.active():
             self._hello_timer.cancel()
         self._hello_timer = None
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self._cancel_hello_timer()
         session, self._session = self._session, None
         if session is not None:
             try:
@@ -215,9 +218,7 @@ class SignalingProtocol(WebSocketServerProtocol):
     def handle_hello(self, hello: Hello, rid: RequestId) -> None:
         if self._session is not None:
             raise ProtocolError(ErrorCode.BAD_MESSAGE, "hello was already received")
-        if self._hello_timer is not None and self._hello_timer.active():
-            self._hello_timer.cancel()
-        self._hello_timer = None
+        self._cancel_hello_timer()
         self._session = self.factory.switchboard.open(hello, self, country=self._country, host=self._host)
 
     def handle_search(self, search: Search, rid: RequestId) -> None:
