@@ -13,8 +13,8 @@ from netaddr import IPSet
 from twisted.internet import reactor
 from zope.interface.verify import verifyObject
 
-from conftest import start_server
 from vchat.geo import GeoIPService, ICountryLookup, NoCountries, client_address, open_country_database
+from vchat.testing import start_server
 
 PROXIES = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("10.0.0.0/8"))
 
@@ -73,7 +73,7 @@ async def test_unreadable_database_stops_the_process(tmp_path: Path) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_countries_and_filters_end_to_end(country_db: str) -> None:
-    server = await start_server("--geoip-db", country_db, "--trusted-proxy", "127.0.0.1")
+    server = await start_server(reactor, "--geoip-db", country_db, "--trusted-proxy", "127.0.0.1")
     try:
         await server.service.getServiceNamed("geoip").whenLoaded()
         german = await server.client()

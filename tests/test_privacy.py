@@ -7,9 +7,9 @@ from typing import Any
 import pytest_twisted
 from twisted.logger import formatEvent, globalLogPublisher
 
-from conftest import RunningServer
 from vchat.matching import MatchingEngine, Seeker
 from vchat.switchboard import Switchboard
+from vchat.testing import RunningServer
 
 SECRET_TEXT = "my phone number is 555-0199"
 SECRET_SDP = "v=0\r\no=- 4611731400430051336 2 IN IP4 198.51.100.77\r\ns=-\r\n"

@@ -8,9 +8,8 @@ from twisted.internet import reactor
 from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.task import deferLater
 
-from conftest import RunningServer, start_server
 from vchat.protocol.codec import JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL, encode_json, encode_msgpack
-from vchat.testing import SignalingClient, connect
+from vchat.testing import RunningServer, SignalingClient, connect, start_server
 
 HELLO = {"type": "hello", "age_confirmed": True, "gender": "m", "lang": "en-US", "client": {"os": "Linux"}}
 
@@ -69,7 +68,7 @@ async def test_hello_gets_welcome(server: RunningServer) -> None:
 @pytest_twisted.ensureDeferred
 async def test_welcome_carries_turn_credentials() -> None:
     server = await start_server(
-        "--turn-url", "turn:turn.example:3478", "--turn-secret", "s", "--ice-relay-only"
+        reactor, "--turn-url", "turn:turn.example:3478", "--turn-secret", "s", "--ice-relay-only"
     )
     try:
         client = await server.client()
@@ -133,7 +132,7 @@ async def test_age_required(server: RunningServer, age: object) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_hello_timeout_closes_with_4001() -> None:
-    server = await start_server("--hello-timeout", "1")
+    server = await start_server(reactor, "--hello-timeout", "1")
     try:
         client = await server.client()
         assert (await client.expect("error", timeout=2))["code"] == "hello_required"
@@ -323,7 +322,9 @@ async def test_oversized_frame_closes_1009(server: RunningServer) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_rate_limit() -> None:
-    server = await start_server("--message-rate", "1", "--message-burst", "3", "--max-bad-messages", "100")
+    server = await start_server(
+        reactor, "--message-rate", "1", "--message-burst", "3", "--max-bad-messages", "100"
+    )
     try:
         client = await server.client(hello=True)
         for i in range(5):
@@ -409,7 +410,9 @@ async def test_grace_window_expiry_tells_partner(server: RunningServer) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_heartbeat_detects_dead_peer() -> None:
-    server = await start_server("--heartbeat", "1", "--heartbeat-timeout", "1", "--resume-grace", "5")
+    server = await start_server(
+        reactor, "--heartbeat", "1", "--heartbeat-timeout", "1", "--resume-grace", "5"
+    )
     try:
         a, b, matched, _ = await matched_pair(server)
         a.autoPingInterval = 0
@@ -438,7 +441,7 @@ async def test_misbehaving_client_does_not_affect_others(server: RunningServer) 
 
 @pytest_twisted.ensureDeferred
 async def test_a_client_that_does_not_read_is_dropped_not_buffered() -> None:
-    server = await start_server(
+    server = await start_server(reactor,
         "--message-rate", "10000", "--message-burst", "10000", "--max-backlog-bytes", "65536", "--resume-grace", "5"
     )  # fmt: skip
     try:

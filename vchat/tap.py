@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from twisted.application.service import IService, MultiService
+from twisted.application.service import MultiService
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
@@ -136,7 +136,7 @@ class Options(SettingsOptions):
         )
 
 
-def makeService(options: Options, reactor: Any = None) -> IService:
+def makeService(options: Options, reactor: Any = None) -> MultiService:
     """Wire the service tree; everything asynchronous happens when the services start."""
     if reactor is None:
         from twisted.internet import reactor

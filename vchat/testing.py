@@ -1,18 +1,21 @@
-"""Test helpers others can import: a real WebSocket signaling client, and an in-memory peer."""
+"""Test helpers others can import: a server on a loopback port, a real WebSocket client, an in-memory peer."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urlparse
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
-from vchat.protocol.codec import CODECS, JSON, Codec
+from vchat.protocol.codec import CODECS, JSON, JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL, Codec
 from vchat.session import IPeer
+from vchat.tap import Options, makeService
 
 CloseInfo = tuple[bool, int | None, str | None]
 
@@ -113,3 +116,40 @@ class RecordingPeer:
         """The messages sent since the last `take`."""
         sent, self.sent = self.sent, []
         return sent
+
+
+@dataclass
+class RunningServer:
+    """A started vchat service tree and the URL of its WebSocket endpoint."""
+
+    service: MultiService
+    url: str
+    reactor: Any
+
+    async def client(
+        self,
+        codec: str = "json",
+        hello: bool = False,
+        headers: dict[str, str] | None = None,
+        **fields: object,
+    ) -> SignalingClient:
+        """Connect a client with `codec` ("json", "msgpack" or "none"); optionally say hello."""
+        offered = {"json": [JSON_SUBPROTOCOL], "msgpack": [MSGPACK_SUBPROTOCOL], "none": []}[codec]
+        client = await connect(self.reactor, self.url, offered, headers)
+        if hello:
+            client.send({"type": "hello", "age_confirmed": True, "gender": "u", **fields})
+            await client.expect("welcome")
+        return client
+
+
+async def start_server(reactor: Any, *args: str) -> RunningServer:
+    """Start `twistd vchat`'s service tree in `reactor`, listening on an ephemeral loopback port.
+
+    `args` are `twistd vchat` options; STUN is off unless they turn it on.
+    """
+    options = Options()
+    options.parseOptions(["--ws", "tcp:0:interface=127.0.0.1", "--stun-udp", "0", *args])
+    service = makeService(options, reactor)
+    service.startService()
+    port = await service.getServiceNamed("signaling").whenListening()
+    return RunningServer(service, f"ws://127.0.0.1:{port.getHost().port}/ws", reactor)
