@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from vchat.bot.stats import percentile
-from vchat.resources import raise_open_files_limit
+from vchat.rlimit import raise_open_files_limit
 
 ROOT = Path(__file__).resolve().parent.parent
 Args = argparse.Namespace

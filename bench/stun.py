@@ -4,7 +4,7 @@ Run from the repository root with the project's Python:
 
     .venv/bin/python bench/stun.py [--seconds 5] [--runs 3] [--sockets 16] [--window 32] [--json FILE]
 
-On 127.0.0.1 only, each server in turn (vchat's responder started with `python -c` from `vchat.stun_tap`,
+On 127.0.0.1 only, each server in turn (vchat's responder started with `python -c` from `vchat.stun.tap`,
 then coturn's `turnserver --stun-only` if it is installed), --runs times alternately, is loaded for
 --seconds by a load generator that keeps --window bare 20-byte Binding requests (what Chrome sends) in
 flight on each of --sockets UDP sockets, and counts the responses by transaction id, checking each is a
@@ -48,7 +48,7 @@ from twisted.internet import epollreactor
 
 epollreactor.install()
 from twisted.internet import reactor
-from vchat.stun_tap import Options, makeService
+from vchat.stun.tap import Options, makeService
 
 options = Options()
 options.parseOptions(sys.argv[1:])

@@ -8,7 +8,7 @@ import pytest_twisted
 from twisted.logger import formatEvent, globalLogPublisher
 
 from vchat.matching import MatchingEngine, Seeker
-from vchat.switchboard import Switchboard
+from vchat.protocol.switchboard import Switchboard
 from vchat.testing import RunningServer
 
 SECRET_TEXT = "my phone number is 555-0199"

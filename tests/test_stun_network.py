@@ -476,4 +476,4 @@ async def test_wildcard_when_the_host_addresses_cannot_be_read(monkeypatch: pyte
 
 def test_an_alternate_needs_its_primary_address() -> None:
     with pytest.raises(ValueError, match="alternate"):
-        StunService(reactor, StunConfig(udp_port=0, interfaces=None, alternate=("127.0.0.2", 0)))
+        StunConfig(udp_port=0, interfaces=None, alternate=("127.0.0.2", 1))

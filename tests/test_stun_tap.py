@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 
-from vchat.stun.config import StunConfig, parse_alternate, stun_config
+from vchat.stun.config import StunConfig, alternate_address
 from vchat.stun.service import StunService, TcpStunService, UdpStunService
 from vchat.stun.udp import StunDatagramProtocol
-from vchat.stun_tap import Options, makeService
+from vchat.stun.tap import Options, makeService
 from vchat.tap import Options as VchatOptions
 
 
@@ -22,11 +24,13 @@ def parse(*args: str) -> Options:
 
 
 def test_defaults() -> None:
-    config = parse().config
+    config = parse().stun
     assert config == StunConfig()
     assert config.udp_port == 3478 and config.interfaces is None and config.tcp_endpoint is None
     assert (
-        config.alternate is None and (config.rate, config.burst) == (20.0, 40) and config.software == "vchat"
+        config.alternate is None
+        and (config.rate, config.burst) == (500.0, 2000)
+        and config.software == "vchat"
     )
 
 
@@ -50,7 +54,7 @@ def test_every_option() -> None:
         "9",
         "--stun-software",
         "",
-    ).config
+    ).stun
     assert config == StunConfig(
         udp_port=3479,
         interfaces=("192.0.2.1", "2001:db8::1", "::1"),
@@ -67,20 +71,20 @@ def test_alternate_with_one_interface_of_its_family() -> None:
     config = parse(
         "--stun-interface", "192.0.2.1", "--stun-interface", "::1", "--stun-alternate", "192.0.2.2:3479"
     )
-    assert config.config.primary_address() == "192.0.2.1"
-    config6 = parse("--stun-interface", "2001:db8::1", "--stun-alternate", "[2001:db8::2]:3479").config
+    assert config.stun.primary_address() == "192.0.2.1"
+    config6 = parse("--stun-interface", "2001:db8::1", "--stun-alternate", "[2001:db8::2]:3479").stun
     assert config6.alternate == ("2001:db8::2", 3479) and config6.primary_address() == "2001:db8::1"
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--stun-udp", "x"], "--stun-udp: 'x' is not a port number"),
+        (["--stun-udp", "x"], "--stun-udp: invalid value 'x' (not a port number)"),
         (["--stun-udp", "70000"], "not a port number"),
         (["--stun-interface", "example.org"], "not an IPv4 or IPv6 address"),
         (["--stun-interface", "fe80::1"], "link-local"),
         (["--stun-interface", "0.0.0.0", "--stun-interface", "::"], "dual-stack"),
-        (["--stun-tcp", "nonsense:1"], "--stun-tcp: 'nonsense:1' is not a server endpoint"),
+        (["--stun-tcp", "nonsense:1"], "--stun-tcp: invalid value 'nonsense:1' (not a server endpoint"),
         (["--stun-rate", "-1"], "--stun-rate must be at least 0"),
         (["--stun-rate", "fast"], "invalid value"),
         (["--stun-burst", "0"], "--stun-burst must be at least 1"),
@@ -117,20 +121,25 @@ def test_help_shows_defaults() -> None:
         "--stun-burst",
     ):
         assert name in text
-    assert "[default: 3478]" in text and "[default: 20.0]" in text and "[default: 40]" in text
+    assert "[default: 3478]" in text and "[default: 500.0]" in text and "[default: 2000]" in text
 
 
 def test_twistd_vchat_shares_the_stun_options() -> None:
     vchat = VchatOptions()
     vchat.parseOptions(["--stun-interface", "127.0.0.1", "--stun-rate", "0"])
     assert vchat.stun.interfaces == ("127.0.0.1",) and vchat.stun.rate == 0
-    # TOML values arrive typed rather than as strings.
-    assert stun_config({"stun-udp": 0, "stun-interface": ["::1"], "stun-rate": 2}) == StunConfig(
-        udp_port=None, interfaces=("::1",), rate=2.0
+    assert alternate_address("[::2]:9") == ("::2", 9)
+
+
+def test_toml_values_arrive_typed(tmp_path: Path) -> None:
+    config = tmp_path / "stun.toml"
+    config.write_text('stun_udp = 0\nstun_tcp = "tcp:3478"\nstun_interface = ["::1", "::1"]\nstun_rate = 2\n')
+    assert parse("--config", str(config)).stun == StunConfig(
+        udp_port=None, interfaces=("::1",), tcp_endpoint="tcp:3478", rate=2.0
     )
-    with pytest.raises(usage.UsageError):
-        stun_config({"stun-udp": True})
-    assert parse_alternate("[::2]:9") == ("::2", 9)
+    config.write_text("stun_udp = true\n")
+    with pytest.raises(usage.UsageError, match="--stun-udp"):
+        parse("--config", str(config))
 
 
 class UdpMemoryReactor(MemoryReactorClock):
@@ -179,7 +188,9 @@ def test_make_service_wires_the_listeners() -> None:
         ),
         reactor,
     )
-    assert isinstance(service, StunService) and service.name == "stun"
+    assert [child.name for child in service] == ["open-files-limit", "stun"]
+    service = service.getServiceNamed("stun")
+    assert isinstance(service, StunService)
     assert [type(child) for child in service] == [UdpStunService, TcpStunService]
     assert [child.name for child in service] == ["stun-udp", "stun-tcp"]
     assert not reactor.udp and not reactor.tcpServers  # makeService only wires
@@ -208,7 +219,7 @@ def test_make_service_with_an_alternate_listens_on_four_addresses() -> None:
 
 def test_make_service_without_tcp_or_udp() -> None:
     reactor = UdpMemoryReactor()
-    assert [
-        child.name for child in makeService(parse("--stun-udp", "0", "--stun-tcp", "tcp:3478"), reactor)
-    ] == ["stun-tcp"]
-    assert [child.name for child in makeService(parse(), reactor)] == ["stun-udp"]
+    only_tcp = makeService(parse("--stun-udp", "0", "--stun-tcp", "tcp:3478"), reactor)
+    assert [child.name for child in only_tcp.getServiceNamed("stun")] == ["stun-tcp"]
+    only_udp = makeService(parse(), reactor)
+    assert [child.name for child in only_udp.getServiceNamed("stun")] == ["stun-udp"]

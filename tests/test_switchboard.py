@@ -9,8 +9,8 @@ from zope.interface.verify import verifyObject
 from vchat.matching import MatchingEngine
 from vchat.protocol.errors import ErrorCode, ProtocolError
 from vchat.protocol.messages import Hello, Search
-from vchat.session import IPeer, Session, SessionState
-from vchat.switchboard import Switchboard
+from vchat.protocol.session import IPeer, Session, SessionState
+from vchat.protocol.switchboard import Switchboard
 from vchat.testing import RecordingPeer
 
 ANY = Search("any", frozenset())

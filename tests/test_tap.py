@@ -17,7 +17,7 @@ from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.usage import UsageError
 
-from vchat.service import SignalingService
+from vchat.protocol.service import SignalingService
 from vchat.stun.message import Attr, binding_request, parse_message
 from vchat.stun.service import StunService
 from vchat.tap import Options, makeService
@@ -107,10 +107,11 @@ def test_bad_config_files(tmp_path: Path, text: str, message: str) -> None:
 
 def test_service_tree() -> None:
     service = makeService(parse("--ws", "tcp:0:interface=127.0.0.1"), reactor)
+    assert [child.name for child in service] == ["open-files-limit", "signaling", "stun"]
     assert isinstance(service.getServiceNamed("signaling"), SignalingService)
     assert isinstance(service.getServiceNamed("stun"), StunService)
     no_stun = makeService(parse("--ws", "tcp:0:interface=127.0.0.1", "--stun-udp", "0"), reactor)
-    assert [child.name for child in no_stun] == ["signaling"]
+    assert [child.name for child in no_stun] == ["open-files-limit", "signaling"]
 
 
 @pytest_twisted.ensureDeferred

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Iterable
-from typing import Any
 
 import geoip2.database
 import geoip2.errors
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -90,7 +90,7 @@ class GeoIPService(Service):
 
     _log = Logger()
 
-    def __init__(self, path: str, reactor: Any, on_failure: Callable[[], object]) -> None:
+    def __init__(self, path: str, reactor: IReactorThreads, on_failure: Callable[[], object]) -> None:
         self.setName("geoip")
         self._path = path
         self._reactor = reactor

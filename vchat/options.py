@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 
@@ -52,6 +54,46 @@ def text(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError("expected a non-empty string")
     return value
+
+
+def port(value: Any) -> int:
+    """A port number, 1-65535."""
+    number = _integer(value)
+    if not 1 <= number <= 65535:
+        raise ValueError("not a port number (1-65535)")
+    return number
+
+
+def port_or_zero(value: Any) -> int:
+    """A port number, or 0 (off, or "the OS chooses" where the option says so)."""
+    return 0 if _integer(value) == 0 else port(value)
+
+
+def _integer(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError("not a port number") from None
+
+
+def ip_address(value: Any) -> str:
+    """An IPv4 or IPv6 address in its normal form (not link-local: that needs a scope)."""
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError("not an IPv4 or IPv6 address") from None
+    if address.version == 6 and address.is_link_local:
+        raise ValueError("link-local addresses are not supported")
+    return str(address)
+
+
+def server_endpoint(value: Any) -> str:
+    """A Twisted server endpoint string, such as tcp:8080:interface=127.0.0.1 or ssl:8443:...."""
+    try:
+        serverFromString(None, text(value))
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"not a server endpoint: {e}") from None
+    return str(value)
 
 
 def _repeat(setting: Setting) -> Callable[[usage.Options, str], None]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet.endpoints import serverFromString
@@ -11,19 +10,22 @@ from twisted.python import usage
 
 from vchat.geo import GeoIPService, ICountryLookup, NoCountries, proxy_network
 from vchat.ice import IcePolicy, turn_url
+from vchat.listener import stop_running
 from vchat.matching import MatchingEngine
-from vchat.options import Setting, SettingsOptions, text
+from vchat.options import Setting, SettingsOptions, server_endpoint, text
+from vchat.protocol.service import SignalingService
+from vchat.protocol.switchboard import Switchboard
 from vchat.protocol.websocket import ConnectionLimits, SignalingFactory
-from vchat.service import SignalingService, stop_running
+from vchat.reactors import IServerReactor, installed_reactor
+from vchat.rlimit import OpenFilesLimitService
 from vchat.stun.config import STUN_SETTINGS, StunConfig, stun_config
-from vchat.stun.service import make_stun_service
-from vchat.switchboard import Switchboard
+from vchat.stun.service import StunService
 
 SETTINGS = (
     Setting(
         "ws",
         "tcp:8080",
-        text,
+        server_endpoint,
         "signaling listen endpoint (Twisted endpoint string); the WebSocket path is /ws",
     ),
     Setting("data-dir", "./vchat-data", text, "directory for durable state"),
@@ -104,10 +106,6 @@ class Options(SettingsOptions):
 
     def check(self) -> None:
         self.stun: StunConfig = stun_config(self)
-        try:
-            serverFromString(None, self["ws"])
-        except (ValueError, TypeError, KeyError) as e:
-            raise usage.UsageError(f"--ws: {self['ws']!r} is not a server endpoint ({e})") from e
         if self["turn-url"] and not self["turn-secret"]:
             raise usage.UsageError("--turn-url needs --turn-secret to issue TURN credentials")
 
@@ -136,10 +134,10 @@ class Options(SettingsOptions):
         )
 
 
-def makeService(options: Options, reactor: Any = None) -> MultiService:
+def makeService(options: Options, reactor: IServerReactor | None = None) -> MultiService:
     """Wire the service tree; everything asynchronous happens when the services start."""
     if reactor is None:
-        from twisted.internet import reactor
+        reactor = installed_reactor()
     engine = MatchingEngine(
         recent_partners=options["recent-partners"],
         recent_seconds=options["recent-window"],
@@ -147,6 +145,7 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     )
     switchboard = Switchboard(reactor, engine, resume_grace=options["resume-grace"], ice=options.ice_policy())
     root = MultiService()
+    OpenFilesLimitService().setServiceParent(root)
     stop = partial(stop_running, reactor)
     countries: ICountryLookup = NoCountries()
     if options["geoip-db"]:
@@ -159,5 +158,5 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     endpoint = serverFromString(reactor, options["ws"])
     SignalingService(endpoint, factory, on_failure=stop).setServiceParent(root)
     if options.stun.udp_port or options.stun.tcp_endpoint:
-        make_stun_service(options.stun, reactor, on_failure=stop).setServiceParent(root)
+        StunService(reactor, options.stun, on_failure=stop).setServiceParent(root)
     return root

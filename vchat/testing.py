@@ -14,7 +14,7 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from vchat.protocol.codec import CODECS, JSON, JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL, Codec
-from vchat.session import IPeer
+from vchat.protocol.session import IPeer
 from vchat.tap import Options, makeService
 
 CloseInfo = tuple[bool, int | None, str | None]

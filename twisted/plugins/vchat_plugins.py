@@ -4,5 +4,5 @@ vchat = ServiceMaker(
     "vchat", "vchat.tap", "Random one-to-one video chat server: WebSocket signaling and matching", "vchat"
 )
 vchat_stun = ServiceMaker(
-    "vchat-stun", "vchat.stun_tap", "STUN responder only, for its own machines", "vchat-stun"
+    "vchat-stun", "vchat.stun.tap", "STUN responder only, for its own machines", "vchat-stun"
 )

@@ -22,7 +22,7 @@ from twisted.logger import (
 from vchat.bot.behaviour import BotSettings
 from vchat.bot.client import CODECS, BotFleet, LoadRun
 from vchat.bot.stats import format_summary
-from vchat.resources import raise_open_files_limit
+from vchat.rlimit import raise_open_files_limit
 
 
 def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:

@@ -1,11 +1,15 @@
-"""Validation of client messages: raw decoded maps in, typed messages out, `ProtocolError` otherwise."""
+"""Validation of client messages: raw decoded maps in, typed messages out, `ProtocolError` otherwise.
+
+Each message class names its wire `TYPE` and checks a raw map in `parse`; `ClientMessage` lists them all,
+and is the one registry: `parse_message` finds the class by type, and the protocol's dispatch is checked
+against the same union by mypy.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, get_args
 
 from vchat.protocol.errors import CloseCode, ErrorCode, ProtocolError
 
@@ -16,74 +20,181 @@ MAX_ID_CHARS = 64
 MAX_COUNTRIES = 64
 MAX_CLIENT_FACTS = 16
 MAX_FACT_CHARS = 128
+MAX_LANG_CHARS = 35
 _LANG = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8}){0,6}")
 _COUNTRY = re.compile(r"[A-Za-z]{2}")
 
 RequestId = str | int | None
+ClientFact = str | int | float | bool | None
+
+
+def bad(message: str) -> ProtocolError:
+    """A non-fatal `bad_message` error."""
+    return ProtocolError(ErrorCode.BAD_MESSAGE, message)
+
+
+def _string(raw: dict[str, Any], key: str) -> str:
+    value = raw.get(key)
+    if not isinstance(value, str):
+        raise bad(f"{key} must be a string")
+    return value
+
+
+def _one_of(raw: dict[str, Any], key: str, allowed: frozenset[str], default: str | None = None) -> str:
+    value = raw.get(key, default)
+    if not isinstance(value, str) or value not in allowed:  # a list or map would not even hash
+        raise bad(f"{key} must be one of {', '.join(repr(choice) for choice in sorted(allowed))}")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
 class Hello:
     """First message: who the user is, and optionally the session it resumes."""
 
+    TYPE: ClassVar[str] = "hello"
     gender: str
     lang: str | None
-    client: dict[str, str | int | float | bool | None]
+    client: dict[str, ClientFact]
     resume: str | None
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> Hello:
+        """Check a `hello`; a missing age confirmation is fatal."""
+        if raw.get("age_confirmed") is not True:
+            raise ProtocolError(
+                ErrorCode.AGE_REQUIRED, "you must confirm that you are 18 or older", CloseCode.AGE_REQUIRED
+            )
+        gender = _one_of(raw, "gender", GENDERS)
+        lang = raw.get("lang")
+        if lang is not None and not (
+            isinstance(lang, str) and len(lang) <= MAX_LANG_CHARS and _LANG.fullmatch(lang)
+        ):
+            raise bad("lang must be a BCP 47 language tag")
+        client = raw.get("client", {})
+        if not isinstance(client, dict) or len(client) > MAX_CLIENT_FACTS:
+            raise bad(f"client must be a map of at most {MAX_CLIENT_FACTS} facts")
+        for key, fact in client.items():
+            if len(key) > MAX_FACT_CHARS or isinstance(fact, list | dict):
+                raise bad("client facts must be short strings, numbers, booleans or null")
+            if isinstance(fact, str) and len(fact) > MAX_FACT_CHARS:
+                raise bad(f"client facts must be at most {MAX_FACT_CHARS} characters")
+        resume = raw.get("resume")
+        if resume is not None and not isinstance(resume, str):
+            raise bad("resume must be a string")
+        return cls(gender, lang, client, resume)
 
 
 @dataclass(frozen=True, slots=True)
 class Search:
     """Enter the queue with these filters."""
 
+    TYPE: ClassVar[str] = "search"
     want: str
     countries: frozenset[str]
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> Search:
+        """Check a `search`."""
+        want = _one_of(raw, "want", WANTS, default="any")
+        countries = raw.get("countries")
+        if countries is None:
+            countries = []
+        if not isinstance(countries, list) or len(countries) > MAX_COUNTRIES:
+            raise bad(f"countries must be a list of at most {MAX_COUNTRIES} ISO 3166 alpha-2 codes")
+        for code in countries:
+            if not (isinstance(code, str) and _COUNTRY.fullmatch(code)):
+                raise bad("countries must hold ISO 3166 alpha-2 codes such as DE")
+        return cls(want, frozenset(code.upper() for code in countries))
 
 
 @dataclass(frozen=True, slots=True)
 class Signal:
     """WebRTC signaling for the partner, relayed unchanged."""
 
+    TYPE: ClassVar[str] = "signal"
     match_id: str
     payload: Any
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> Signal:
+        """Check a `signal`."""
+        if "payload" not in raw:
+            raise bad("signal needs a payload")
+        return cls(_string(raw, "match_id"), raw["payload"])
 
 
 @dataclass(frozen=True, slots=True)
 class Chat:
     """A text chat line for the partner, relayed and never stored."""
 
+    TYPE: ClassVar[str] = "chat"
     match_id: str
     text: str
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> Chat:
+        """Check a `chat`; text over the limit is `too_long`."""
+        match_id = _string(raw, "match_id")
+        text = _string(raw, "text")
+        if not text.strip():
+            raise bad("text must not be empty")
+        if len(text) > MAX_CHAT_CHARS:
+            raise ProtocolError(ErrorCode.TOO_LONG, f"text must be at most {MAX_CHAT_CHARS} characters")
+        return cls(match_id, text)
 
 
 @dataclass(frozen=True, slots=True)
 class Typing:
     """The user is typing."""
 
+    TYPE: ClassVar[str] = "typing"
     match_id: str
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> Typing:
+        """Check a `typing`."""
+        return cls(_string(raw, "match_id"))
 
 
 @dataclass(frozen=True, slots=True)
 class Next:
     """End the current match and search again with the last filters."""
 
+    TYPE: ClassVar[str] = "next"
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> Next:
+        """Nothing to check but the type."""
+        return cls()
+
 
 @dataclass(frozen=True, slots=True)
 class Stop:
     """End the current match and leave the queue."""
+
+    TYPE: ClassVar[str] = "stop"
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> Stop:
+        """Nothing to check but the type."""
+        return cls()
 
 
 @dataclass(frozen=True, slots=True)
 class Ping:
     """Application-level round trip."""
 
+    TYPE: ClassVar[str] = "ping"
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> Ping:
+        """Nothing to check but the type."""
+        return cls()
+
 
 ClientMessage = Hello | Search | Signal | Chat | Typing | Next | Stop | Ping
-
-
-def bad(message: str) -> ProtocolError:
-    """A non-fatal `bad_message` error."""
-    return ProtocolError(ErrorCode.BAD_MESSAGE, message)
+_CLASSES: dict[str, type[ClientMessage]] = {kind.TYPE: kind for kind in get_args(ClientMessage)}
+CLIENT_TYPES = frozenset(_CLASSES)
 
 
 def request_id(raw: dict[str, Any]) -> RequestId:
@@ -106,99 +217,10 @@ def message_type(raw: dict[str, Any]) -> str:
     return kind
 
 
-def _string(raw: dict[str, Any], key: str) -> str:
-    value = raw.get(key)
-    if not isinstance(value, str):
-        raise bad(f"{key} must be a string")
-    return value
-
-
-def _match_id(raw: dict[str, Any]) -> str:
-    return _string(raw, "match_id")
-
-
-def parse_hello(raw: dict[str, Any]) -> Hello:
-    """Check a `hello`; a missing age confirmation is fatal."""
-    if raw.get("age_confirmed") is not True:
-        raise ProtocolError(
-            ErrorCode.AGE_REQUIRED, "you must confirm that you are 18 or older", CloseCode.AGE_REQUIRED
-        )
-    gender = raw.get("gender")
-    if gender not in GENDERS:
-        raise bad('gender must be "m", "f" or "u"')
-    lang = raw.get("lang")
-    if lang is not None and not (isinstance(lang, str) and len(lang) <= 35 and _LANG.fullmatch(lang)):
-        raise bad("lang must be a BCP 47 language tag")
-    client = raw.get("client", {})
-    if not isinstance(client, dict) or len(client) > MAX_CLIENT_FACTS:
-        raise bad(f"client must be a map of at most {MAX_CLIENT_FACTS} facts")
-    for key, fact in client.items():
-        if len(key) > MAX_FACT_CHARS or isinstance(fact, list | dict):
-            raise bad("client facts must be short strings, numbers, booleans or null")
-        if isinstance(fact, str) and len(fact) > MAX_FACT_CHARS:
-            raise bad(f"client facts must be at most {MAX_FACT_CHARS} characters")
-    resume = raw.get("resume")
-    if resume is not None and not isinstance(resume, str):
-        raise bad("resume must be a string")
-    return Hello(gender, lang, client, resume)
-
-
-def parse_search(raw: dict[str, Any]) -> Search:
-    """Check a `search`."""
-    want = raw.get("want", "any")
-    if want not in WANTS:
-        raise bad('want must be "any", "m" or "f"')
-    countries = raw.get("countries")
-    if countries is None:
-        countries = []
-    if not isinstance(countries, list) or len(countries) > MAX_COUNTRIES:
-        raise bad(f"countries must be a list of at most {MAX_COUNTRIES} ISO 3166 alpha-2 codes")
-    for code in countries:
-        if not (isinstance(code, str) and _COUNTRY.fullmatch(code)):
-            raise bad("countries must hold ISO 3166 alpha-2 codes such as DE")
-    return Search(want, frozenset(code.upper() for code in countries))
-
-
-def parse_signal(raw: dict[str, Any]) -> Signal:
-    """Check a `signal`."""
-    if "payload" not in raw:
-        raise bad("signal needs a payload")
-    return Signal(_match_id(raw), raw["payload"])
-
-
-def parse_chat(raw: dict[str, Any]) -> Chat:
-    """Check a `chat`; text over the limit is `too_long`."""
-    match_id = _match_id(raw)
-    text = _string(raw, "text")
-    if not text.strip():
-        raise bad("text must not be empty")
-    if len(text) > MAX_CHAT_CHARS:
-        raise ProtocolError(ErrorCode.TOO_LONG, f"text must be at most {MAX_CHAT_CHARS} characters")
-    return Chat(match_id, text)
-
-
-def parse_typing(raw: dict[str, Any]) -> Typing:
-    """Check a `typing`."""
-    return Typing(_match_id(raw))
-
-
-_PARSERS: dict[str, Callable[[dict[str, Any]], ClientMessage]] = {
-    "hello": parse_hello,
-    "search": parse_search,
-    "signal": parse_signal,
-    "chat": parse_chat,
-    "typing": parse_typing,
-    "next": lambda raw: Next(),
-    "stop": lambda raw: Stop(),
-    "ping": lambda raw: Ping(),
-}
-CLIENT_TYPES = frozenset(_PARSERS)
-
-
 def parse_message(raw: dict[str, Any]) -> ClientMessage:
     """Turn one decoded map into a typed client message."""
     kind = message_type(raw)
-    parser = _PARSERS.get(kind)
-    if parser is None:
+    message_class = _CLASSES.get(kind)
+    if message_class is None:
         raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind[:32]!r}")
-    return parser(raw)
+    return message_class.parse(raw)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, assert_never, cast
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
@@ -12,6 +12,7 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTim
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from vchat.failurelog import ThrottledFailureLog
 from vchat.geo import ICountryLookup, Network, NoCountries, client_address
 from vchat.protocol.codec import JSON, Codec, choose_codec
 from vchat.protocol.errors import CloseCode, ErrorCode, ProtocolError
@@ -30,25 +31,14 @@ from vchat.protocol.messages import (
     parse_message,
     request_id,
 )
+from vchat.protocol.session import IPeer, Session
+from vchat.protocol.switchboard import Switchboard
 from vchat.ratelimit import TokenBucket
-from vchat.session import IPeer, Session
-from vchat.switchboard import Switchboard
 
 WEBSOCKET_PATH = "/ws"
 _STRIKE_CODES = frozenset(
     {ErrorCode.BAD_MESSAGE, ErrorCode.UNKNOWN_TYPE, ErrorCode.TOO_LONG, ErrorCode.RATE_LIMITED}
 )
-
-_HANDLERS: dict[type, str] = {
-    Hello: "handle_hello",
-    Search: "handle_search",
-    Next: "handle_next",
-    Stop: "handle_stop",
-    Signal: "handle_signal",
-    Chat: "handle_chat",
-    Typing: "handle_typing",
-    Ping: "handle_ping",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +125,13 @@ class SignalingProtocol(WebSocketServerProtocol):
         return self._codec.subprotocol if self._codec.subprotocol in request.protocols else None
 
     def onOpen(self) -> None:
+        try:
+            self._start()
+        except Exception:
+            self.factory.failures.failure("opening a connection")
+            self.dropConnection(abort=True)
+
+    def _start(self) -> None:
         factory = self.factory
         limits, now = factory.limits, factory.clock.seconds()
         self._limiter = TokenBucket(limits.message_rate, limits.message_burst, now)
@@ -148,12 +145,6 @@ class SignalingProtocol(WebSocketServerProtocol):
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if self.state != self.STATE_OPEN:
             return
-        try:
-            self._receive(payload)
-        except Exception:
-            self._log.failure("handling a client message")
-
-    def _receive(self, payload: bytes) -> None:
         rid: RequestId = None
         try:
             now = self.factory.clock.seconds()
@@ -164,8 +155,17 @@ class SignalingProtocol(WebSocketServerProtocol):
             if self._session is None and message_type(raw) != "hello":
                 raise ProtocolError(ErrorCode.HELLO_REQUIRED, "say hello first", CloseCode.HELLO_REQUIRED)
             self._dispatch(parse_message(raw), rid)
+            return
         except ProtocolError as error:
-            self._refuse(error, rid)
+            refusal = error
+        except Exception:
+            # A bug, but maybe one a client can trigger at will: it costs that client, not the log.
+            self.factory.failures.failure("handling a client message")
+            refusal = ProtocolError(ErrorCode.BAD_MESSAGE, "the server could not handle this message")
+        try:
+            self._refuse(refusal, rid)
+        except Exception:
+            self.factory.failures.failure("refusing a client message")
 
     def _cancel_hello_timer(self) -> None:
         if self._hello_timer is not None and self._hello_timer.active():
@@ -179,7 +179,7 @@ class SignalingProtocol(WebSocketServerProtocol):
             try:
                 self.factory.switchboard.lost(session, self, abnormal=not wasClean)
             except Exception:
-                self._log.failure("losing session {session_id}", session_id=session.session_id)
+                self.factory.failures.failure("losing a session")
 
     # --- IPeer ----------------------------------------------------------------------------------------
 
@@ -206,8 +206,25 @@ class SignalingProtocol(WebSocketServerProtocol):
     # --- handlers -------------------------------------------------------------------------------------
 
     def _dispatch(self, message: ClientMessage, rid: RequestId) -> None:
-        handler = getattr(self, _HANDLERS[type(message)])
-        handler(message, rid)
+        match message:
+            case Hello():
+                self.handle_hello(message, rid)
+            case Search():
+                self.handle_search(message, rid)
+            case Next():
+                self.handle_next(message, rid)
+            case Stop():
+                self.handle_stop(message, rid)
+            case Signal():
+                self.handle_signal(message, rid)
+            case Chat():
+                self.handle_chat(message, rid)
+            case Typing():
+                self.handle_typing(message, rid)
+            case Ping():
+                self.handle_ping(message, rid)
+            case _:
+                assert_never(message)
 
     def _require_session(self) -> Session:
         session = self._session
@@ -252,7 +269,7 @@ class SignalingProtocol(WebSocketServerProtocol):
                 ProtocolError(ErrorCode.HELLO_REQUIRED, "no hello in time", CloseCode.HELLO_REQUIRED), None
             )
         except Exception:
-            self._log.failure("closing a connection that sent no hello")
+            self.factory.failures.failure("closing a connection that sent no hello")
 
     def _refuse(self, error: ProtocolError, rid: RequestId) -> None:
         """The one error path: an `error` message, then a close when the error is fatal or too frequent."""
@@ -295,6 +312,7 @@ class SignalingFactory(WebSocketServerFactory):
         self.clock = clock
         self.countries: ICountryLookup = countries or NoCountries()
         self.trusted_proxies = trusted_proxies
+        self.failures = ThrottledFailureLog(clock)
         self.setProtocolOptions(
             maxFramePayloadSize=limits.max_message_bytes,
             maxMessagePayloadSize=limits.max_message_bytes,

@@ -1,7 +1,7 @@
 """The STUN responder's settings, shared by `twistd vchat` and `twistd vchat-stun`.
 
-`STUN_SETTINGS` go into a `vchat.options.SettingsOptions` subclass; `stun_config` turns the parsed values into a
-`StunConfig`, checking what no single option can.
+Each `Setting` in `STUN_SETTINGS` checks its own value (its kind); `StunConfig` checks what no single option
+can, in one place, when it is built.
 """
 
 from __future__ import annotations
@@ -11,51 +11,63 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
-from vchat.options import Setting, text
+from vchat.options import Setting, ip_address, port, port_or_zero, server_endpoint
 from vchat.stun.responder import MAX_SOFTWARE_BYTES
 
 DEFAULT_UDP_PORT = 3478
-DEFAULT_RATE = 20.0
-DEFAULT_BURST = 40
+# Per source address (IPv6: per /64). Carrier-grade NAT puts thousands of phones behind one IPv4 address, and
+# each call starts with a burst of Binding requests from each browser: docs/stun-turn.md explains the figures.
+DEFAULT_RATE = 500.0
+DEFAULT_BURST = 2000
 DEFAULT_SOFTWARE = "vchat"
+_WILDCARDS = ("0.0.0.0", "::")
 
 
-def _udp_port(raw: Any) -> int:
-    return _port("stun-udp", raw, allow_zero=True)
+def alternate_address(value: Any) -> tuple[str, int]:
+    """RFC 5780's alternate address: `ADDR:PORT`, or `[ADDR]:PORT` for IPv6."""
+    given = str(value).strip()
+    if given.startswith("["):
+        host, sep, number = given[1:].partition("]:")
+    else:
+        host, sep, number = given.rpartition(":")
+        if ":" in host:
+            raise ValueError("write an IPv6 address as [ADDR]:PORT")
+    if not sep or not host:
+        raise ValueError("not ADDR:PORT")
+    address = ip_address(host)
+    if address in _WILDCARDS:
+        raise ValueError("the alternate address must be a specific address")
+    return address, port(number)
 
 
-def _interface(raw: Any) -> str:
-    return _address("stun-interface", str(raw))
-
-
-def _software(raw: Any) -> str:
-    if not isinstance(raw, str) or len(raw.encode("utf-8")) > MAX_SOFTWARE_BYTES:
+def software(value: Any) -> str:
+    """The SOFTWARE attribute: short, since it goes into every response."""
+    if not isinstance(value, str) or len(value.encode("utf-8")) > MAX_SOFTWARE_BYTES:
         raise ValueError(f"at most {MAX_SOFTWARE_BYTES} bytes, to keep responses small")
-    return raw
+    return value
 
 
 STUN_SETTINGS = (
-    Setting("stun-udp", DEFAULT_UDP_PORT, _udp_port, "UDP port of the STUN responder; 0 disables it"),
+    Setting("stun-udp", DEFAULT_UDP_PORT, port_or_zero, "UDP port of the STUN responder; 0 disables it"),
     Setting(
         "stun-interface",
         [],
-        _interface,
+        ip_address,
         "address for STUN over UDP [default: each address of the host]",
         repeatable=True,
     ),
     Setting(
         "stun-tcp",
         None,
-        text,
+        server_endpoint,
         "STUN over TCP (RFC 8489 framing) on this Twisted endpoint, e.g. tcp:3478 [default: off]",
     ),
     Setting(
         "stun-alternate",
         None,
-        text,
+        alternate_address,
         "ADDR:PORT ([ADDR]:PORT for IPv6) of RFC 5780's alternate address, for NAT behaviour discovery; "
         "needs exactly one --stun-interface of the same family [default: off]",
     ),
@@ -70,7 +82,7 @@ STUN_SETTINGS = (
     Setting(
         "stun-software",
         DEFAULT_SOFTWARE,
-        _software,
+        software,
         "SOFTWARE attribute of STUN responses; empty leaves it out",
     ),
 )
@@ -78,7 +90,7 @@ STUN_SETTINGS = (
 
 @dataclass(frozen=True)
 class StunConfig:
-    """Everything the STUN service needs, as plain values.
+    """Everything the STUN service needs, as plain values, checked across fields when built (`ValueError`).
 
     `udp_port`: None disables UDP; 0 lets the OS pick a port (tests), used for every interface.
     `interfaces`: None means every address of the host (found when the service starts).
@@ -95,6 +107,26 @@ class StunConfig:
     software: str = DEFAULT_SOFTWARE
     tcp_idle_timeout: float = 30.0
 
+    def __post_init__(self) -> None:
+        if self.interfaces and all(wildcard in self.interfaces for wildcard in _WILDCARDS):
+            raise ValueError(
+                "--stun-interface: '::' already receives IPv4 (dual-stack); give it without '0.0.0.0'"
+            )
+        if self.alternate is None:
+            return
+        if self.udp_port is None:
+            raise ValueError("--stun-alternate needs STUN over UDP (--stun-udp is 0)")
+        if self.udp_port and self.alternate[1] == self.udp_port:  # 0: the OS picks both (tests)
+            raise ValueError("--stun-alternate: the alternate port must differ from --stun-udp")
+        primary = self.primary_address()
+        if primary is None:
+            raise ValueError(
+                "--stun-alternate needs exactly one --stun-interface of its address family (besides the "
+                "alternate address itself): RFC 5780's primary address"
+            )
+        if primary in _WILDCARDS:
+            raise ValueError("--stun-alternate: the primary --stun-interface must be a specific address")
+
     def primary_address(self) -> str | None:
         """RFC 5780's primary address: the interface of the alternate's family (None without alternate)."""
         if self.alternate is None or not self.interfaces:
@@ -106,111 +138,17 @@ class StunConfig:
         return same[0] if len(same) == 1 else None
 
 
-def _port(option: str, raw: Any, allow_zero: bool) -> int:
+def stun_config(options: Mapping[str, Any]) -> StunConfig:
+    """The `StunConfig` of parsed `--stun-*` options; `UsageError` when they do not fit together."""
     try:
-        if isinstance(raw, bool):
-            raise ValueError
-        port = int(raw)
-    except (TypeError, ValueError) as e:
-        raise usage.UsageError(f"--{option}: {raw!r} is not a port number") from e
-    if not (0 if allow_zero else 1) <= port <= 65535:
-        raise usage.UsageError(f"--{option}: {port} is not a port number (1-65535)")
-    return port
-
-
-def _address(option: str, raw: str) -> str:
-    try:
-        ip = ipaddress.ip_address(raw)
-    except ValueError as e:
-        raise usage.UsageError(f"--{option}: {raw!r} is not an IPv4 or IPv6 address") from e
-    if ip.version == 6 and ip.is_link_local:
-        raise usage.UsageError(f"--{option}: link-local address {raw} is not supported")
-    return str(ip)
-
-
-def _number(option: str, raw: Any, kind: type, minimum: float) -> Any:
-    try:
-        if isinstance(raw, bool):
-            raise ValueError
-        value = kind(raw)
-    except (TypeError, ValueError) as e:
-        raise usage.UsageError(f"--{option}: {raw!r} is not a number") from e
-    if value < minimum or value != value:
-        raise usage.UsageError(f"--{option} must be at least {minimum}, not {value}")
-    return value
-
-
-def parse_alternate(raw: str) -> tuple[str, int]:
-    """`ADDR:PORT` or `[ADDR]:PORT` as (address, port); raises UsageError."""
-    text = raw.strip()
-    if text.startswith("["):
-        host, sep, port = text[1:].partition("]:")
-    else:
-        host, sep, port = text.rpartition(":")
-        if ":" in host:
-            raise usage.UsageError(f"--stun-alternate: write an IPv6 address as [ADDR]:PORT, not {raw!r}")
-    if not sep or not host:
-        raise usage.UsageError(f"--stun-alternate: {raw!r} is not ADDR:PORT")
-    return _address("stun-alternate", host), _port("stun-alternate", port, allow_zero=False)
-
-
-def stun_config(values: Mapping[str, Any]) -> StunConfig:
-    """Validate and coerce option values (strings from the command line, or TOML values) into a StunConfig.
-
-    Missing keys and None take their defaults; raises usage.UsageError with a message for people.
-    """
-    values = {key: value for key, value in values.items() if value is not None}
-    udp = _port("stun-udp", values.get("stun-udp", DEFAULT_UDP_PORT), allow_zero=True)
-    raw_interfaces = values.get("stun-interface")
-    if isinstance(raw_interfaces, str):
-        raw_interfaces = [part.strip() for part in raw_interfaces.split(",") if part.strip()]
-    interfaces: tuple[str, ...] | None = None
-    if raw_interfaces:
-        interfaces = tuple(dict.fromkeys(_address("stun-interface", str(a)) for a in raw_interfaces))
-        if "0.0.0.0" in interfaces and "::" in interfaces:
-            raise usage.UsageError(
-                "--stun-interface: '::' already receives IPv4 (dual-stack); give it without '0.0.0.0'"
-            )
-    tcp = values.get("stun-tcp") or None
-    if tcp is not None:
-        try:
-            serverFromString(None, tcp)
-        except (ValueError, TypeError, KeyError) as e:
-            raise usage.UsageError(f"--stun-tcp: {tcp!r} is not a server endpoint ({e})") from e
-    rate = _number("stun-rate", values.get("stun-rate", DEFAULT_RATE), float, 0)
-    burst = _number("stun-burst", values.get("stun-burst", DEFAULT_BURST), int, 1)
-    software = values.get("stun-software", DEFAULT_SOFTWARE)
-    software = "" if software is None else str(software)
-    if len(software.encode("utf-8")) > MAX_SOFTWARE_BYTES:
-        raise usage.UsageError(
-            f"--stun-software: at most {MAX_SOFTWARE_BYTES} bytes, to keep responses small"
+        return StunConfig(
+            udp_port=options["stun-udp"] or None,
+            interfaces=tuple(dict.fromkeys(options["stun-interface"])) or None,
+            tcp_endpoint=options["stun-tcp"],
+            alternate=options["stun-alternate"],
+            rate=options["stun-rate"],
+            burst=options["stun-burst"],
+            software=options["stun-software"],
         )
-    alternate = None
-    raw_alternate = values.get("stun-alternate")
-    if raw_alternate:
-        alternate = parse_alternate(str(raw_alternate))
-        if udp == 0:
-            raise usage.UsageError("--stun-alternate needs STUN over UDP (--stun-udp is 0)")
-        if alternate[1] == udp:
-            raise usage.UsageError("--stun-alternate: the alternate port must differ from --stun-udp")
-        if alternate[0] in ("0.0.0.0", "::"):
-            raise usage.UsageError("--stun-alternate: the alternate address must be a specific address")
-        config = StunConfig(interfaces=interfaces, alternate=alternate)
-        if config.primary_address() is None:
-            raise usage.UsageError(
-                "--stun-alternate needs exactly one --stun-interface of its address family (besides the "
-                "alternate address itself): RFC 5780's primary address"
-            )
-        if config.primary_address() in ("0.0.0.0", "::"):
-            raise usage.UsageError(
-                "--stun-alternate: the primary --stun-interface must be a specific address"
-            )
-    return StunConfig(
-        udp_port=udp or None,
-        interfaces=interfaces,
-        tcp_endpoint=tcp,
-        alternate=alternate,
-        rate=rate,
-        burst=burst,
-        software=software,
-    )
+    except ValueError as e:
+        raise usage.UsageError(str(e)) from e

@@ -14,9 +14,10 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from vchat.service import EndpointService, stop_listening
+from vchat.listener import EndpointService, stop_listening
+from vchat.reactors import IStunReactor
 from vchat.stun.config import StunConfig
-from vchat.stun.interfaces import host_addresses
+from vchat.stun.host_addresses import host_addresses
 from vchat.stun.limiter import SourceLimiter
 from vchat.stun.responder import MAX_REQUEST_BYTES, Address, AddressPair, Responder
 from vchat.stun.tcp import StunStreamFactory
@@ -40,7 +41,7 @@ class UdpStunService(Service):
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IStunReactor,
         config: StunConfig,
         limiter: SourceLimiter | None,
         on_failure: Callable[[], object],
@@ -101,7 +102,7 @@ class UdpStunService(Service):
                 continue
             self._ports.append(listening)
             protocols.append(protocol)
-            chosen[which] = chosen[which] or listening.getHost().port
+            chosen[which] = chosen[which] or protocol.local[1]
             self.addresses.append(protocol.local)
         if not self._ports:
             self._fail(Failure(CannotListenError(None, port, "no address to listen on")))
@@ -134,7 +135,7 @@ class TcpStunService(EndpointService):
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IStunReactor,
         config: StunConfig,
         limiter: SourceLimiter | None,
         on_failure: Callable[[], object],
@@ -154,15 +155,12 @@ class TcpStunService(EndpointService):
 class StunService(MultiService):
     """The STUN responder, named "stun": a UDP child ("stun-udp") and a TCP child ("stun-tcp") as configured.
 
-    `reactor` provides IReactorUDP and IReactorTime (and whatever the TCP endpoint needs); `on_failure`
-    runs when a listener cannot listen (twistd passes a function that stops the process).
+    `on_failure` runs when a listener cannot listen (twistd passes a function that stops the process).
     """
 
     def __init__(
-        self, reactor: Any, config: StunConfig, on_failure: Callable[[], object] | None = None
+        self, reactor: IStunReactor, config: StunConfig, on_failure: Callable[[], object] | None = None
     ) -> None:
-        if config.alternate is not None and (config.udp_port is None or config.primary_address() is None):
-            raise ValueError("an alternate address needs UDP and exactly one interface of its family")
         super().__init__()
         self.setName("stun")
         self.config = config
@@ -187,13 +185,6 @@ class StunService(MultiService):
             elif isinstance(child, TcpStunService):
                 listening.tcp = await child.whenListening()
         return listening
-
-
-def make_stun_service(
-    config: StunConfig, reactor: Any, on_failure: Callable[[], object] | None = None
-) -> StunService:
-    """The STUN service for `config`; it listens when started."""
-    return StunService(reactor, config, on_failure)
 
 
 def _show(address: Address) -> str:

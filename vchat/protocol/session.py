@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from twisted.internet.interfaces import IDelayedCall
 from zope.interface import Interface
 
 from vchat.protocol.messages import Search
@@ -57,7 +58,7 @@ class Session:
     state: SessionState = SessionState.IDLE
     filters: Search | None = None
     match: Match | None = None
-    away_timer: Any = None
+    away_timer: IDelayedCall | None = None
 
     def enter(self, state: SessionState) -> None:
         """Move to `state`, refusing moves the life cycle does not allow."""

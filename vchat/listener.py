@@ -1,4 +1,4 @@
-"""Services that own the lifecycle of vchat's listeners."""
+"""The generic listener service: a stream endpoint and a factory, started and stopped with the process."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from vchat.outcome import Outcome
-from vchat.protocol.websocket import SignalingFactory
-from vchat.resources import raise_open_files_limit
 
 
 def stop_listening(port: IListeningPort) -> Deferred[None]:
@@ -52,8 +50,6 @@ class EndpointService(Service):
 
     def startService(self) -> None:
         super().startService()
-        limit = raise_open_files_limit()
-        self._log.info("open files limit {limit}", limit=limit)
         self._starting = self._endpoint.listen(self._factory)
         self._starting.addCallbacks(self._listening, self._failed)
 
@@ -83,16 +79,3 @@ class EndpointService(Service):
         self.closing()
         port, self.port = self.port, None
         return succeed(None) if port is None else stop_listening(port)
-
-
-class SignalingService(EndpointService):
-    """Listens for signaling WebSockets; on stop, closes every session and the port."""
-
-    def __init__(
-        self, endpoint: IStreamServerEndpoint, factory: SignalingFactory, on_failure: Callable[[], object]
-    ) -> None:
-        super().__init__("signaling", endpoint, factory, on_failure)
-        self._switchboard = factory.switchboard
-
-    def closing(self) -> None:
-        self._switchboard.shutdown()

@@ -12,7 +12,7 @@ from vchat.ice import IcePolicy
 from vchat.matching import MatchingEngine, Pair, Seeker
 from vchat.protocol.errors import CloseCode, ErrorCode, ProtocolError
 from vchat.protocol.messages import Hello, Search
-from vchat.session import IPeer, Match, Session, SessionState
+from vchat.protocol.session import IPeer, Match, Session, SessionState
 
 _DEFAULT_SEARCH = Search("any", frozenset())
 
