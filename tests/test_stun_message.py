@@ -16,7 +16,6 @@ from vchat.stun.message import (
     MessageClass,
     Method,
     StunError,
-    binding_request,
     compute_fingerprint,
     decode_address,
     decode_unknown_attributes,
@@ -28,54 +27,26 @@ from vchat.stun.message import (
     encode_unknown_attributes,
     encode_xor_address,
     is_comprehension_required,
-    long_term_key,
     message_type,
     parse_message,
-    saslprep,
-    short_term_key,
     split_message_type,
     unmap_ipv4,
     verify_fingerprint,
+)
+from vchat.stun.testing import (
+    PASSWORD,
+    SAMPLE_IPV4_RESPONSE,
+    SAMPLE_IPV6_RESPONSE,
+    SAMPLE_LONG_TERM_REQUEST,
+    SAMPLE_REQUEST,
+    TRANSACTION_ID,
+    binding_request,
+    long_term_key,
+    saslprep,
+    short_term_key,
     verify_message_integrity,
     verify_message_integrity_sha256,
 )
-
-# RFC 5769 section 2.1: sample request (short-term credential, padding with spaces).
-SAMPLE_REQUEST = bytes.fromhex(
-    "000100582112a442b7e7a701bc34d686fa87dfae"
-    "802200105354554e207465737420636c69656e74"
-    "002400046e0001ff"
-    "80290008932ff9b151263b36"
-    "000600096576746a3a68367659202020"
-    "000800149aeaa70cbfd8cb56781ef2b5b2d3f249c1b571a2"
-    "80280004e57a3bcf"
-)
-# Section 2.2: sample IPv4 response.
-SAMPLE_IPV4_RESPONSE = bytes.fromhex(
-    "0101003c2112a442b7e7a701bc34d686fa87dfae"
-    "8022000b7465737420766563746f7220"
-    "002000080001a147e112a643"
-    "000800142b91f599fd9e90c38c7489f92af9ba53f06be7d7"
-    "80280004c07d4c96"
-)
-# Section 2.3: sample IPv6 response.
-SAMPLE_IPV6_RESPONSE = bytes.fromhex(
-    "010100482112a442b7e7a701bc34d686fa87dfae"
-    "8022000b7465737420766563746f7220"
-    "002000140002a1470113a9faa5d3f179bc25f4b5bed2b9d9"
-    "00080014a382954e4be67bf11784c97c8292c275bfe3ed41"
-    "80280004c8fb0b4c"
-)
-# Section 2.4: sample request with a long-term credential (padding with zeros, no FINGERPRINT).
-SAMPLE_LONG_TERM_REQUEST = bytes.fromhex(
-    "000100602112a44278ad3433c6ad72c029da412e"
-    "00060012e3839ee38388e383aae38383e382afe382b90000"
-    "0015001c662f2f3439396b39353464364f4c33346f4c39465354767936347341"
-    "0014000b6578616d706c652e6f726700"
-    "00080014f67024656dd64a3e02b8e0712e85c9a28ca89666"
-)
-PASSWORD = "VOkJxbRl1RmTxUk/WvJxBt"
-TRANSACTION_ID = bytes.fromhex("b7e7a701bc34d686fa87dfae")
 
 
 def without(message: Message, *types: int) -> Message:

@@ -7,7 +7,6 @@ import os
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_stun_message import SAMPLE_LONG_TERM_REQUEST, SAMPLE_REQUEST
 
 from vchat.stun.limiter import SourceLimiter, source_key
 from vchat.stun.message import (
@@ -30,6 +29,7 @@ from vchat.stun.responder import (
     AddressPair,
     Responder,
 )
+from vchat.stun.testing import SAMPLE_LONG_TERM_REQUEST, SAMPLE_REQUEST
 
 CLIENT = ("198.51.100.7", 40000)
 CLIENT6 = ("2001:db8::7", 40000)

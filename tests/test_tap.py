@@ -18,8 +18,9 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.usage import UsageError
 
 from vchat.protocol.service import SignalingService
-from vchat.stun.message import Attr, binding_request, parse_message
+from vchat.stun.message import Attr, parse_message
 from vchat.stun.service import StunService
+from vchat.stun.testing import binding_request
 from vchat.tap import Options, makeService
 from vchat.testing import connect
 

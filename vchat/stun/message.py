@@ -2,19 +2,16 @@
 
 A message is a 20-byte header (type, length, magic cookie, 96-bit transaction id) followed by
 type-length-value attributes padded to 4 bytes. This module turns bytes into `Message` values and back,
-and computes the attributes that involve arithmetic: (XOR-)MAPPED-ADDRESS, FINGERPRINT, MESSAGE-INTEGRITY
-and MESSAGE-INTEGRITY-SHA256. The responder's hot path does not go through `Message` (see responder.py),
+and computes the attributes that involve arithmetic: (XOR-)MAPPED-ADDRESS and FINGERPRINT. (A client's
+side, with credentials and integrity, is in `vchat.stun.testing`: the responder authenticates nothing.) The responder's hot path does not go through `Message` (see responder.py),
 but every byte it writes can be read back with `parse_message`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import ipaddress
-import stringprep
 import struct
-import unicodedata
 import zlib
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -176,11 +173,13 @@ def parse_message(data: bytes) -> Message:
     if length & 3:
         raise StunError("message length is not a multiple of 4")
     method, message_class = split_message_type(kind)
-    attributes = tuple((attr_type, bytes(data[start:end])) for attr_type, _, start, end in _walk(data))
+    attributes = tuple(
+        (attr_type, bytes(data[start:end])) for attr_type, _, start, end in walk_attributes(data)
+    )
     return Message(method, message_class, bytes(data[8:20]), attributes, cookie)
 
 
-def _walk(data: bytes) -> list[tuple[int, int, int, int]]:
+def walk_attributes(data: bytes) -> list[tuple[int, int, int, int]]:
     """(type, attribute offset, value start, value end) of each attribute; raises StunError."""
     size = len(data)
     found = []
@@ -252,7 +251,7 @@ def compute_fingerprint(data: bytes) -> int:
 def verify_fingerprint(data: bytes) -> bool:
     """Whether `data` ends with a FINGERPRINT attribute holding the right value."""
     try:
-        attributes = _walk(data)
+        attributes = walk_attributes(data)
     except StunError:
         return False
     if not attributes:
@@ -261,80 +260,6 @@ def verify_fingerprint(data: bytes) -> bool:
     if attr_type != Attr.FINGERPRINT or end - start != 4 or end != len(data):
         return False
     return compute_fingerprint(data[:offset]) == _U32.unpack_from(data, start)[0]
-
-
-def verify_message_integrity(data: bytes, key: bytes) -> bool:
-    """Whether the MESSAGE-INTEGRITY (HMAC-SHA1) in `data` is right for `key`."""
-    return _verify_integrity(data, key, Attr.MESSAGE_INTEGRITY, "sha1")
-
-
-def verify_message_integrity_sha256(data: bytes, key: bytes) -> bool:
-    """Whether the MESSAGE-INTEGRITY-SHA256 in `data` (possibly truncated to 16..32 bytes) is right for `key`."""
-    return _verify_integrity(data, key, Attr.MESSAGE_INTEGRITY_SHA256, "sha256")
-
-
-def _verify_integrity(data: bytes, key: bytes, attr_type: int, digest: str) -> bool:
-    try:
-        attributes = _walk(data)
-    except StunError:
-        return False
-    for kind, offset, start, end in attributes:
-        if kind != attr_type:
-            continue
-        mac = data[start:end]
-        if digest == "sha1" and len(mac) != 20:
-            return False
-        if digest == "sha256" and (len(mac) < 16 or len(mac) > 32 or len(mac) % 4):
-            return False
-        # The length field covers the message up to the end of this attribute, as when it was computed.
-        covered = end - HEADER_LENGTH
-        signed = bytes(data[:2]) + _PORT.pack(covered) + bytes(data[4:offset])
-        expected = hmac.digest(key, signed, digest)[: len(mac)]
-        return hmac.compare_digest(expected, bytes(mac))
-    return False
-
-
-def saslprep(text: str) -> str:
-    """RFC 4013 SASLprep (stringprep) of a password or username; raises ValueError for prohibited text."""
-    mapped = "".join(
-        " " if stringprep.in_table_c12(char) else char for char in text if not stringprep.in_table_b1(char)
-    )
-    normal = unicodedata.normalize("NFKC", mapped)
-    for char in normal:
-        if (
-            stringprep.in_table_c12(char)
-            or stringprep.in_table_c21_c22(char)
-            or stringprep.in_table_c3(char)
-            or stringprep.in_table_c4(char)
-            or stringprep.in_table_c5(char)
-            or stringprep.in_table_c6(char)
-            or stringprep.in_table_c7(char)
-            or stringprep.in_table_c8(char)
-            or stringprep.in_table_c9(char)
-            or stringprep.in_table_a1(char)
-        ):
-            raise ValueError(f"prohibited character {char!r}")
-    if any(stringprep.in_table_d1(char) for char in normal):
-        if any(stringprep.in_table_d2(char) for char in normal):
-            raise ValueError("mixes right-to-left and left-to-right text")
-        if not (stringprep.in_table_d1(normal[0]) and stringprep.in_table_d1(normal[-1])):
-            raise ValueError("right-to-left text must start and end with a right-to-left character")
-    return normal
-
-
-def short_term_key(password: str) -> bytes:
-    """The MESSAGE-INTEGRITY key of a short-term credential (ICE uses the peer's ice-pwd)."""
-    return saslprep(password).encode("utf-8")
-
-
-def long_term_key(username: str, realm: str, password: str, algorithm: str = "md5") -> bytes:
-    """The key of a long-term credential: MD5 (or SHA-256) of "username:realm:SASLprep(password)"."""
-    text = f"{username}:{realm}:{saslprep(password)}".encode()
-    if algorithm == "md5":
-        return hashlib.md5(text, usedforsecurity=False).digest()
-    if algorithm == "sha256":
-        return hashlib.sha256(text).digest()
-    raise ValueError(f"unknown password algorithm {algorithm!r}")
 
 
 def unmap_ipv4(host: str) -> str:
@@ -418,12 +343,3 @@ def encode_unknown_attributes(types: list[int], classic: bool = False) -> bytes:
 def decode_unknown_attributes(value: bytes) -> list[int]:
     """The attribute types in an UNKNOWN-ATTRIBUTES value."""
     return [_PORT.unpack_from(value, offset)[0] for offset in range(0, len(value) - 1, 2)]
-
-
-def binding_request(
-    transaction_id: bytes, attributes: tuple[tuple[int, bytes], ...] = (), fingerprint: bool = False
-) -> bytes:
-    """A Binding request (what a client sends), with optional attributes and FINGERPRINT."""
-    return encode_message(
-        Message(Method.BINDING, MessageClass.REQUEST, transaction_id, attributes), fingerprint=fingerprint
-    )

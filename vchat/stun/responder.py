@@ -130,7 +130,6 @@ class Responder:
         if len(encoded) > MAX_SOFTWARE_BYTES:
             raise ValueError(f"SOFTWARE is at most {MAX_SOFTWARE_BYTES} bytes, to keep responses small")
         self._software = encode_attribute(Attr.SOFTWARE, encoded) if encoded else b""
-        self._pair = pair
         self._paired: dict[Address, _Paired] = {}
         if pair is not None:
             (a1, p1), (a2, p2) = pair.primary, pair.alternate
@@ -144,11 +143,6 @@ class Responder:
         self._pack4 = struct.Struct(f"!8s12s{12 + len(self._software)}s4sI").pack
         self._tails: dict[Address, bytes] = {}
         self._bare_fast = not self._paired
-
-    @property
-    def pair(self) -> AddressPair | None:
-        """The RFC 5780 address pair this responder serves, if any."""
-        return self._pair
 
     def respond(self, data: bytes, source: Address, local: Address) -> Reply | None:
         """The reply to `data` from `source` received on `local`, and the local address to send it from.

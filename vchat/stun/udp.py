@@ -42,7 +42,6 @@ class StunDatagramProtocol(DatagramProtocol):
         self._senders: dict[Address, SendTo] = {} if senders is None else senders
         self._sendto: SendTo | None = None
         self.local: Address = ("", 0)
-        self.send_failures = 0
 
     def set_responder(self, responder: Responder) -> None:
         """Answer with `responder` from now on (the service knows RFC 5780 ports only once all are bound)."""
@@ -84,8 +83,7 @@ class StunDatagramProtocol(DatagramProtocol):
             if send is not None:
                 send(reply[0], addr)
         except OSError:
-            # Sending failed: a full buffer, an unreachable peer. It's UDP: the client retransmits.
-            self.send_failures += 1
+            pass  # sending failed: a full buffer, an unreachable peer. It's UDP: the client retransmits.
         except Exception:
             self._log.failure("STUN datagram from {source} on {local} failed", source=addr, local=self.local)
 
@@ -94,7 +92,5 @@ class StunDatagramProtocol(DatagramProtocol):
         sendto = self._sendto
         if sendto is None:
             return
-        try:
+        with contextlib.suppress(OSError):
             sendto(payload, addr)
-        except OSError:
-            self.send_failures += 1
