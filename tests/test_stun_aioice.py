@@ -5,16 +5,25 @@ from __future__ import annotations
 import pytest
 import pytest_twisted
 from aioice import stun as aioice_stun
-from test_stun_network import LOOPBACKS, Client, in_thread, start
+from twisted.internet import reactor
+from twisted.internet.threads import deferToThread
 
 from vchat.stun.config import StunConfig
+from vchat.stun.testing import UdpClient, family_works, start_stun
+
+LOOPBACKS = [
+    "127.0.0.1",
+    pytest.param(
+        "::1", marks=pytest.mark.skipif(not family_works("::1"), reason="this machine has no IPv6 loopback")
+    ),
+]
 
 
 @pytest.mark.parametrize("host", LOOPBACKS)
 @pytest_twisted.ensureDeferred
 async def test_aioice_gets_the_right_mapped_address(host: str) -> None:
-    service, listening = await start(StunConfig(udp_port=0, interfaces=(host,)))
-    client = Client(host)
+    service, listening = await start_stun(reactor, StunConfig(udp_port=0, interfaces=(host,)))
+    client = UdpClient(host)
     try:
         [server] = listening.udp
         plain = aioice_stun.Message(
@@ -30,7 +39,7 @@ async def test_aioice_gets_the_right_mapped_address(host: str) -> None:
         check.attributes["USE-CANDIDATE"] = None
         check.add_message_integrity(b"remote-ice-password")
         for sent in (plain, check):
-            [(payload, source)] = await in_thread(client.exchange, server, bytes(sent))
+            [(payload, source)] = await deferToThread(client.exchange, server, bytes(sent))
             assert source == server
             answer = aioice_stun.parse_message(payload)  # checks FINGERPRINT
             assert answer.message_class == aioice_stun.Class.RESPONSE

@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vchat.stun.limiter import SourceLimiter, source_key
 from vchat.stun.message import (
     CHANGE_IP,
     CHANGE_PORT,
@@ -29,19 +28,13 @@ from vchat.stun.responder import (
     AddressPair,
     Responder,
 )
-from vchat.stun.testing import SAMPLE_LONG_TERM_REQUEST, SAMPLE_REQUEST
+from vchat.stun.testing import SAMPLE_LONG_TERM_REQUEST, SAMPLE_REQUEST, request
 
 CLIENT = ("198.51.100.7", 40000)
 CLIENT6 = ("2001:db8::7", 40000)
 LOCAL = ("192.0.2.1", 3478)
 LOCAL6 = ("2001:db8::1", 3478)
 PAIR = AddressPair(("192.0.2.1", 3478), ("192.0.2.2", 3479))
-
-
-def request(*attributes: tuple[int, bytes], fingerprint: bool = False, txid: bytes | None = None) -> bytes:
-    """A Binding request with `attributes`."""
-    message = Message(Method.BINDING, MessageClass.REQUEST, txid or os.urandom(12), tuple(attributes))
-    return encode_message(message, fingerprint=fingerprint)
 
 
 def answer(data: bytes, source=CLIENT, local=LOCAL, responder: Responder | None = None) -> Message:
@@ -294,49 +287,3 @@ def test_replies_are_small_well_formed_and_deterministic(
         assert message.message_class == MessageClass.ERROR
         assert len(payload) <= ERROR_OVERHEAD + len(data) // 2
         assert message.unknown_attributes()
-
-
-# The per-source limiter.
-
-
-def test_limiter_allows_burst_then_rate() -> None:
-    limiter = SourceLimiter(rate=10, burst=5, now=0.0)
-    assert [limiter.allow("192.0.2.9", 0.0) for _ in range(6)] == [True] * 5 + [False]
-    assert limiter.allow("192.0.2.10", 0.0)  # another source has its own bucket
-    assert limiter.allow("192.0.2.9", 0.1) and not limiter.allow("192.0.2.9", 0.1)
-
-
-def test_limiter_groups_ipv6_by_64_and_unmaps_ipv4() -> None:
-    assert source_key("2001:db8:0:1::1") == source_key("2001:db8:0:1:ffff::2")
-    assert source_key("2001:db8:0:1::1") != source_key("2001:db8:0:2::1")
-    assert source_key("::ffff:192.0.2.1") == "192.0.2.1"
-    limiter = SourceLimiter(rate=1, burst=1, now=0.0)
-    assert limiter.allow("2001:db8::1", 0.0) and not limiter.allow("2001:db8::2", 0.0)
-
-
-def test_limiter_memory_is_bounded() -> None:
-    limiter = SourceLimiter(rate=20, burst=40, now=0.0, max_sources=100)
-    for n in range(10_000):
-        assert limiter.allow(f"10.{n // 65536}.{n // 256 % 256}.{n % 256}", n * 0.0001)
-        assert len(limiter) <= 200
-    # Idle sources are forgotten after a period or two.
-    for n in range(50):
-        limiter.allow(f"192.0.2.{n}", 100.0)
-    limiter.allow("198.51.100.1", 110.0)
-    limiter.allow("198.51.100.2", 120.0)
-    assert len(limiter) <= 2
-
-
-@given(st.lists(st.tuples(st.integers(0, 3), st.floats(0, 2.0)), max_size=200))
-def test_limiter_never_allows_more_than_a_bucket_would(events: list[tuple[int, float]]) -> None:
-    # Whatever the interleaving and however generations turn over, no source gets more than one
-    # token bucket would give it.
-    rate, burst = 4.0, 3
-    limiter = SourceLimiter(rate=rate, burst=burst, now=0.0)
-    now = 0.0
-    allowed = [0, 0, 0, 0]
-    for source, step in events:
-        now += step
-        allowed[source] += limiter.allow(f"192.0.2.{source}", now)
-    assert all(count <= burst + rate * now + 1e-9 for count in allowed)
-    assert len(limiter) <= 4

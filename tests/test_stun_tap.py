@@ -12,8 +12,8 @@ from twisted.python import usage
 
 from vchat.stun.config import StunConfig, alternate_address
 from vchat.stun.service import StunService, TcpStunService, UdpStunService
-from vchat.stun.udp import StunDatagramProtocol
 from vchat.stun.tap import Options, makeService
+from vchat.stun.udp import StunDatagramProtocol
 from vchat.tap import Options as VchatOptions
 
 

@@ -1,13 +1,17 @@
-"""STUN test helpers: RFC 5769's sample messages, and a client's side of the codec (requests, credentials,
-integrity checks), which the responder itself never needs."""
+"""STUN test helpers: RFC 5769's sample messages, a client's side of the codec (requests, credentials,
+integrity checks) which the responder itself never needs, and a blocking UDP client for loopback tests."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import os
+import socket
 import stringprep
 import unicodedata
 
+from vchat.reactors import IStunReactor
+from vchat.stun.config import StunConfig
 from vchat.stun.message import (
     HEADER_LENGTH,
     Attr,
@@ -18,6 +22,7 @@ from vchat.stun.message import (
     encode_message,
     walk_attributes,
 )
+from vchat.stun.service import StunListening, StunService
 
 # RFC 5769 section 2.1: sample request (short-term credential, padding with spaces).
 SAMPLE_REQUEST = bytes.fromhex(
@@ -144,3 +149,60 @@ def long_term_key(username: str, realm: str, password: str, algorithm: str = "md
     if algorithm == "sha256":
         return hashlib.sha256(text).digest()
     raise ValueError(f"unknown password algorithm {algorithm!r}")
+
+
+def request(*attributes: tuple[int, bytes], fingerprint: bool = False, txid: bytes | None = None) -> bytes:
+    """A Binding request with `attributes` and a random (or given) transaction id."""
+    return binding_request(txid or os.urandom(12), attributes, fingerprint)
+
+
+def family_works(host: str) -> bool:
+    """Whether this machine can bind `host` (IPv6 may be missing)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.bind((host, 0))
+    except OSError:
+        return False
+    return True
+
+
+class UdpClient:
+    """A blocking UDP socket on loopback; call its methods off the reactor thread (`deferToThread`)."""
+
+    def __init__(self, host: str) -> None:
+        self.family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(self.family, socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
+        self.address: tuple[str, int] = self.sock.getsockname()[:2]
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.sock.close()
+
+    def exchange(
+        self, destination: tuple[str, int], *payloads: bytes, replies: int = 1, timeout: float = 2.0
+    ) -> list[tuple[bytes, tuple[str, int]]]:
+        """Send `payloads` to `destination`; return the first `replies` (bytes, source) received."""
+        for payload in payloads:
+            self.sock.sendto(payload, destination)
+        return self.receive(replies, timeout)
+
+    def receive(self, count: int, timeout: float = 2.0) -> list[tuple[bytes, tuple[str, int]]]:
+        """Up to `count` datagrams, waiting at most `timeout` for each."""
+        self.sock.settimeout(timeout)
+        received = []
+        for _ in range(count):
+            try:
+                data, source = self.sock.recvfrom(4096)
+            except TimeoutError:
+                break
+            received.append((data, source[:2]))
+        return received
+
+
+async def start_stun(reactor: IStunReactor, config: StunConfig) -> tuple[StunService, StunListening]:
+    """A started STUN service and where it listens."""
+    service = StunService(reactor, config)
+    service.startService()
+    return service, await service.whenListening()

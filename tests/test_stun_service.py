@@ -6,10 +6,9 @@ to 127.0.0.0/8 and ::1. test_stun_aioice.py has an independent implementation ch
 
 from __future__ import annotations
 
-import os
 import random
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,29 +27,17 @@ from vchat.stun.message import (
     Attr,
     Message,
     MessageClass,
-    compute_fingerprint,
-    encode_attribute,
     parse_message,
     verify_fingerprint,
 )
 from vchat.stun.responder import Responder
 from vchat.stun.service import StunListening, StunService
 from vchat.stun.tcp import StunStreamFactory
+from vchat.stun.testing import UdpClient, family_works, request, start_stun
 from vchat.stun.udp import StunDatagramProtocol
 
 T = TypeVar("T")
 Address = tuple[str, int]
-
-
-def family_works(host: str) -> bool:
-    """Whether this machine can bind `host` (IPv6 may be missing)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as probe:
-            probe.bind((host, 0))
-    except OSError:
-        return False
-    return True
 
 
 HAVE_IPV6 = family_works("::1")
@@ -60,59 +47,9 @@ LOOPBACKS = [
 ]
 
 
-def request(*attributes: tuple[int, bytes], fingerprint: bool = False, txid: bytes | None = None) -> bytes:
-    """A Binding request with `attributes` and a random (or given) transaction id."""
-    data = b"".join(encode_attribute(kind, value) for kind, value in attributes)
-    head = b"\x00\x01" + (len(data) + (8 if fingerprint else 0)).to_bytes(2, "big")
-    message = head + b"\x21\x12\xa4\x42" + (txid or os.urandom(12)) + data
-    if fingerprint:
-        message += b"\x80\x28\x00\x04" + compute_fingerprint(message).to_bytes(4, "big")
-    return message
-
-
-class Client:
-    """A blocking UDP socket on loopback; use its methods through `in_thread`."""
-
-    def __init__(self, host: str) -> None:
-        self.family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(self.family, socket.SOCK_DGRAM)
-        self.sock.bind((host, 0))
-        self.address: Address = self.sock.getsockname()[:2]
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def exchange(
-        self, destination: Address, *payloads: bytes, replies: int = 1, timeout: float = 2.0
-    ) -> list:
-        """Send `payloads` to `destination`; return the first `replies` (bytes, source) received."""
-        for payload in payloads:
-            self.sock.sendto(payload, destination)
-        return self.receive(replies, timeout)
-
-    def receive(self, count: int, timeout: float = 2.0) -> list[tuple[bytes, Address]]:
-        """Up to `count` datagrams, waiting at most `timeout` for each."""
-        self.sock.settimeout(timeout)
-        received = []
-        for _ in range(count):
-            try:
-                data, source = self.sock.recvfrom(4096)
-            except TimeoutError:
-                break
-            received.append((data, source[:2]))
-        return received
-
-
-async def in_thread(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run a blocking client call off the reactor thread."""
-    return await deferToThread(function, *args, **kwargs)
-
-
 async def start(config: StunConfig) -> tuple[StunService, StunListening]:
-    """A started STUN service and where it listens."""
-    service = StunService(reactor, config)
-    service.startService()
-    return service, await service.whenListening()
+    """A started STUN service on the global reactor, and where it listens."""
+    return await start_stun(reactor, config)
 
 
 @pytest_twisted.async_yield_fixture()
@@ -131,12 +68,12 @@ async def loopback_v4() -> AsyncIterator[tuple[StunService, StunListening]]:
 @pytest_twisted.ensureDeferred
 async def test_udp_bare_and_fingerprinted_requests(host: str) -> None:
     service, listening = await start(StunConfig(udp_port=0, interfaces=(host,)))
-    client = Client(host)
+    client = UdpClient(host)
     try:
         [server] = listening.udp
         assert server[0] == host
         chrome, firefox = request(), request(fingerprint=True)
-        replies = await in_thread(client.exchange, server, chrome, firefox, chrome, replies=3)
+        replies = await deferToThread(client.exchange, server, chrome, firefox, chrome, replies=3)
         assert len(replies) == 3
         for (payload, source), sent in zip(replies, (chrome, firefox, chrome), strict=True):
             assert source == server
@@ -155,10 +92,10 @@ async def test_udp_bare_and_fingerprinted_requests(host: str) -> None:
 async def test_udp_errors_drops_and_rfc3489(loopback_v4: tuple[StunService, StunListening]) -> None:
     _, listening = loopback_v4
     [server] = listening.udp
-    client = Client("127.0.0.1")
+    client = UdpClient("127.0.0.1")
     try:
         unknown = request((0x7777, b"x"), (0x8077, b"y"), (0x7778, b""), fingerprint=True)
-        [(payload, _)] = await in_thread(client.exchange, server, unknown)
+        [(payload, _)] = await deferToThread(client.exchange, server, unknown)
         error = parse_message(payload)
         assert error.error_code() == (420, "Unknown Attribute")
         assert error.unknown_attributes() == [0x7777, 0x7778]
@@ -166,13 +103,13 @@ async def test_udp_errors_drops_and_rfc3489(loopback_v4: tuple[StunService, Stun
         bad_fingerprint = bytearray(request(fingerprint=True))
         bad_fingerprint[-1] ^= 0xFF
         classic = b"\x00\x01\x00\x00" + b"\x07" * 16
-        [(payload, _)] = await in_thread(client.exchange, server, bytes(bad_fingerprint), classic)
+        [(payload, _)] = await deferToThread(client.exchange, server, bytes(bad_fingerprint), classic)
         message = parse_message(payload)
         assert payload[4:20] == b"\x07" * 16  # the bad one was dropped: this answers the classic request
         assert message.address(Attr.MAPPED_ADDRESS) == client.address
 
         change = request((Attr.CHANGE_REQUEST, bytes((0, 0, 0, CHANGE_IP | CHANGE_PORT))))
-        [(payload, _)] = await in_thread(client.exchange, server, change)
+        [(payload, _)] = await deferToThread(client.exchange, server, change)
         assert parse_message(payload).unknown_attributes() == [Attr.CHANGE_REQUEST]
     finally:
         client.close()
@@ -184,7 +121,7 @@ async def test_malformed_datagrams_are_dropped_and_the_listener_lives(
 ) -> None:
     _, listening = loopback_v4
     [server] = listening.udp
-    client = Client("127.0.0.1")
+    client = UdpClient("127.0.0.1")
     chance = random.Random(5389)
     junk = [
         b"",
@@ -200,7 +137,7 @@ async def test_malformed_datagrams_are_dropped_and_the_listener_lives(
     ]
     try:
         last = request()
-        replies = await in_thread(client.exchange, server, *junk, last, replies=1)
+        replies = await deferToThread(client.exchange, server, *junk, last, replies=1)
         assert [parse_message(payload).transaction_id for payload, _ in replies] == [last[8:20]]
     finally:
         client.close()
@@ -210,9 +147,9 @@ async def test_malformed_datagrams_are_dropped_and_the_listener_lives(
 async def test_rate_limit_drops_floods() -> None:
     service, listening = await start(StunConfig(udp_port=0, interfaces=("127.0.0.1",), rate=1, burst=3))
     [server] = listening.udp
-    client = Client("127.0.0.1")
+    client = UdpClient("127.0.0.1")
     try:
-        replies = await in_thread(
+        replies = await deferToThread(
             client.exchange, server, *(request() for _ in range(10)), replies=10, timeout=0.3
         )
         assert len(replies) == 3
@@ -221,15 +158,39 @@ async def test_rate_limit_drops_floods() -> None:
         await service.stopService()
 
 
+def crowd_exchange(server: Address, clients: int, each: int) -> int:
+    """`clients` sockets on 127.0.0.1 each send `each` requests at once; how many replies come back."""
+    crowd = [UdpClient("127.0.0.1") for _ in range(clients)]
+    try:
+        for client in crowd:
+            for _ in range(each):
+                client.sock.sendto(request(), server)
+        return sum(len(client.receive(each, timeout=2.0)) for client in crowd)
+    finally:
+        for client in crowd:
+            client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_crowd_behind_one_address_is_answered_with_the_defaults() -> None:
+    # Fifty clients behind one address once lost a fifth of their requests to a 20/s limit.
+    service, listening = await start(StunConfig(udp_port=0, interfaces=("127.0.0.1",)))
+    try:
+        [server] = listening.udp
+        assert await deferToThread(crowd_exchange, server, 200, 2) == 400
+    finally:
+        await service.stopService()
+
+
 @pytest_twisted.ensureDeferred
 async def test_replies_leave_from_the_address_they_were_sent_to() -> None:
     service, listening = await start(StunConfig(udp_port=0, interfaces=("127.0.0.1", "127.0.0.3")))
-    client = Client("127.0.0.1")
+    client = UdpClient("127.0.0.1")
     try:
         assert sorted(host for host, _ in listening.udp) == ["127.0.0.1", "127.0.0.3"]
         assert len({port for _, port in listening.udp}) == 1  # one port for every address
         for server in listening.udp:
-            [(payload, source)] = await in_thread(client.exchange, server, request())
+            [(payload, source)] = await deferToThread(client.exchange, server, request())
             assert source == server
             assert parse_message(payload).xor_mapped_address() == client.address
     finally:
@@ -242,10 +203,10 @@ async def test_dual_stack_wildcard_answers_ipv4_with_ipv4() -> None:
     if not HAVE_IPV6 or Path("/proc/sys/net/ipv6/bindv6only").read_text().strip() != "0":
         pytest.skip("no IPv6, or '::' sockets are IPv6-only on this machine")
     service, listening = await start(StunConfig(udp_port=0, interfaces=("::",)))
-    client = Client("127.0.0.1")
+    client = UdpClient("127.0.0.1")
     try:
         [(_, port)] = listening.udp
-        replies = await in_thread(client.exchange, ("127.0.0.1", port), request(), timeout=1.0)
+        replies = await deferToThread(client.exchange, ("127.0.0.1", port), request(), timeout=1.0)
         [(payload, _)] = replies
         value = parse_message(payload).get(Attr.XOR_MAPPED_ADDRESS)
         assert value is not None and value[1] == 1  # family IPv4, not ::ffff:
@@ -258,12 +219,12 @@ async def test_dual_stack_wildcard_answers_ipv4_with_ipv4() -> None:
 @pytest_twisted.ensureDeferred
 async def test_default_listens_on_each_host_address() -> None:
     service, listening = await start(StunConfig(udp_port=0))
-    client = Client("127.0.0.1")
+    client = UdpClient("127.0.0.1")
     try:
         hosts = [host for host, _ in listening.udp]
         assert "127.0.0.1" in hosts and "0.0.0.0" not in hosts and "::" not in hosts
         server = next(address for address in listening.udp if address[0] == "127.0.0.1")
-        [(_, source)] = await in_thread(client.exchange, server, request())
+        [(_, source)] = await deferToThread(client.exchange, server, request())
         assert source == server
     finally:
         client.close()
@@ -285,7 +246,7 @@ async def test_rfc5780_change_request(flags: int | None, origin: tuple[int, int]
     service, listening = await start(
         StunConfig(udp_port=0, interfaces=("127.0.0.1",), alternate=("127.0.0.2", 0))
     )
-    client = Client("127.0.0.1")
+    client = UdpClient("127.0.0.1")
     try:
         ports = sorted({port for _, port in listening.udp})
         primary_port = next(port for host, port in listening.udp if host == "127.0.0.1")
@@ -294,7 +255,7 @@ async def test_rfc5780_change_request(flags: int | None, origin: tuple[int, int]
         assert sorted(listening.udp) == sorted((h, p) for h in hosts for p in port_pair)
         attributes = () if flags is None else ((Attr.CHANGE_REQUEST, bytes((0, 0, 0, flags))),)
         sent = request(*attributes, fingerprint=True)
-        [(payload, source)] = await in_thread(client.exchange, ("127.0.0.1", primary_port), sent)
+        [(payload, source)] = await deferToThread(client.exchange, ("127.0.0.1", primary_port), sent)
         expected = (hosts[origin[0]], port_pair[origin[1]])
         assert source == expected
         message = parse_message(payload)
@@ -302,7 +263,7 @@ async def test_rfc5780_change_request(flags: int | None, origin: tuple[int, int]
         assert message.address(Attr.RESPONSE_ORIGIN) == expected
         assert message.address(Attr.OTHER_ADDRESS) == ("127.0.0.2", alternate_port)
         # Asked on the alternate address, OTHER-ADDRESS is the primary.
-        [(payload, source)] = await in_thread(client.exchange, ("127.0.0.2", alternate_port), request())
+        [(payload, source)] = await deferToThread(client.exchange, ("127.0.0.2", alternate_port), request())
         assert source == ("127.0.0.2", alternate_port)
         assert parse_message(payload).address(Attr.OTHER_ADDRESS) == ("127.0.0.1", primary_port)
     finally:
@@ -345,13 +306,13 @@ async def test_tcp_framing(loopback_v4: tuple[StunService, StunListening]) -> No
     one, two, three = request(), request(fingerprint=True), request((0x7777, b""))
     stream = one + two + three
     chunks = [stream[:7], stream[7:33], stream[33:]]  # split mid-header and mid-message
-    messages, address, closed = await in_thread(tcp_exchange, server, chunks, 3)
+    messages, address, closed = await deferToThread(tcp_exchange, server, chunks, 3)
     assert [m.transaction_id for m in messages] == [one[8:20], two[8:20], three[8:20]]
     assert messages[0].xor_mapped_address() == address and messages[1].xor_mapped_address() == address
     assert messages[2].unknown_attributes() == [0x7777]
     assert not closed
     # Anything that breaks the framing closes the connection.
-    messages, _, closed = await in_thread(
+    messages, _, closed = await deferToThread(
         tcp_exchange, server, [request() + b"GET / HTTP/1.1\r\nHost: example\r\n\r\n"], 2
     )
     assert len(messages) == 1 and closed
@@ -365,7 +326,7 @@ async def test_tcp_over_ipv6() -> None:
         assert listening.udp == [] and listening.tcp is not None
         server = ("::1", listening.tcp.getHost().port)
         sent = request(fingerprint=True)
-        [message], address, _ = await in_thread(tcp_exchange, server, [sent], 1)
+        [message], address, _ = await deferToThread(tcp_exchange, server, [sent], 1)
         assert message.transaction_id == sent[8:20]
         assert message.xor_mapped_address() == address
     finally:

@@ -1,0 +1,87 @@
+"""`--ws ssl:...`: the signaling endpoint over TLS, with a certificate made for the test."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from pathlib import Path
+from typing import cast
+
+import pytest
+import pytest_twisted
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
+from twisted.internet.ssl import Certificate, optionsForClientTLS
+
+from vchat.protocol.codec import JSON_SUBPROTOCOL
+from vchat.tap import Options
+from vchat.testing import SignalingClient, SignalingClientFactory, start_server
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A key and a self-signed certificate for 127.0.0.1, as PEM files in `directory`: (key, cert)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vchat test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    key_path, cert_path = directory / "key.pem", directory / "cert.pem"
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
+async def connect_tls(port: int, trusted: Path) -> SignalingClient:
+    """Open a wss:// WebSocket to 127.0.0.1:`port`, trusting only the certificate in `trusted`."""
+    url = f"wss://127.0.0.1:{port}/ws"
+    factory = SignalingClientFactory(url, [JSON_SUBPROTOCOL], reactor)
+    tls = optionsForClientTLS("127.0.0.1", trustRoot=Certificate.loadPEM(trusted.read_bytes()))
+    endpoint = wrapClientTLS(tls, TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=5))
+    client = cast(SignalingClient, await endpoint.connect(factory))
+    return await client.opened
+
+
+def test_last_ws_wins(tmp_path: Path) -> None:
+    key, cert = self_signed(tmp_path)
+    ssl = f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+    options = Options()
+    options.parseOptions(["--ws", "tcp:0:interface=127.0.0.1", "--ws", ssl])
+    assert options["ws"] == ssl
+
+
+# Twisted's ssl: endpoint still hands pyOpenSSL its own key and certificate objects, which pyOpenSSL 26 deprecates.
+@pytest.mark.filterwarnings("ignore:Passing pyOpenSSL (X509|PKey) objects is deprecated:DeprecationWarning")
+@pytest_twisted.ensureDeferred
+async def test_hello_over_tls(tmp_path: Path) -> None:
+    key, cert = self_signed(tmp_path)
+    server = await start_server(reactor, "--ws", f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}")
+    try:
+        listening = await server.service.getServiceNamed("signaling").whenListening()
+        client = await connect_tls(listening.getHost().port, cert)
+        served = Certificate.peerFromTransport(client.transport)
+        assert served.digest() == Certificate.loadPEM(cert.read_bytes()).digest()
+        client.send({"type": "hello", "age_confirmed": True, "gender": "u"})
+        await client.expect("welcome")
+        client.sendClose()
+        await client.wait_closed()
+    finally:
+        await server.service.stopService()
