@@ -41,7 +41,8 @@ def decode_json(data: bytes) -> dict[str, Any]:
 
 def encode_msgpack(message: dict[str, Any]) -> bytes:
     """Encode one message as a msgpack map."""
-    return msgpack.packb(message, use_bin_type=True)
+    packed: bytes = msgpack.packb(message, use_bin_type=True)
+    return packed
 
 
 def decode_msgpack(data: bytes) -> dict[str, Any]:
@@ -84,7 +85,7 @@ def _portable(value: Any, depth: int) -> bool:
                 return False
         return True
     if kind is int:
-        return _INT_MIN <= value <= _INT_MAX
+        return bool(_INT_MIN <= value <= _INT_MAX)
     if kind is list:
         if depth >= MAX_DEPTH:
             return False

@@ -259,7 +259,8 @@ def verify_fingerprint(data: bytes) -> bool:
     attr_type, offset, start, end = attributes[-1]
     if attr_type != Attr.FINGERPRINT or end - start != 4 or end != len(data):
         return False
-    return compute_fingerprint(data[:offset]) == _U32.unpack_from(data, start)[0]
+    stored: int = _U32.unpack_from(data, start)[0]
+    return compute_fingerprint(data[:offset]) == stored
 
 
 def unmap_ipv4(host: str) -> str:

@@ -60,14 +60,14 @@ class StunDatagramProtocol(DatagramProtocol):
             # address here always came from this very socket.
             self._sendto = sock.sendto
         else:
-            self._sendto = self.transport.write  # type: ignore[assignment]
+            self._sendto = self.transport.write
         self._senders[self.local] = self.send
 
     def stopProtocol(self) -> None:
         if self._senders.get(self.local) == self.send:
             del self._senders[self.local]
 
-    def datagramReceived(self, datagram: bytes, addr: Address) -> None:  # type: ignore[override]
+    def datagramReceived(self, datagram: bytes, addr: Address) -> None:
         try:
             limiter = self._limiter
             if limiter is not None and not limiter.allow(addr[0], self._seconds()):
