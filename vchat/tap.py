@@ -28,7 +28,12 @@ SETTINGS = (
         server_endpoint,
         "signaling listen endpoint (Twisted endpoint string); the WebSocket path is /ws",
     ),
-    Setting("data-dir", "./vchat-data", text, "directory for durable state"),
+    Setting(
+        "data-dir",
+        "./vchat-data",
+        text,
+        "directory for durable state (unused until bans and reports are stored)",
+    ),
     Setting(
         "max-message-bytes",
         65536,
