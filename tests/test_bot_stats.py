@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vchat.bot.stats import (
+    RELAYED_TYPES,
     BotStats,
     Samples,
     Snapshot,
@@ -18,6 +19,7 @@ from vchat.bot.stats import (
     format_summary,
     percentile,
 )
+from vchat.protocol.messages import CLIENT_TYPES
 
 
 def test_percentile_nearest_rank() -> None:
@@ -139,3 +141,7 @@ def test_progress_line() -> None:
     assert "connected=5" in line and "searching=1" in line and "matched=4" in line
     assert "relayed=10" in line and "in=20" in line and "out=10" in line and "errors=1" in line
     assert format_progress(0.0, now, before, 0.0)  # no division by zero
+
+
+def test_relayed_types_are_what_clients_send_their_partners() -> None:
+    assert RELAYED_TYPES <= CLIENT_TYPES

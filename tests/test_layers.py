@@ -22,6 +22,10 @@ PURE_CORES = (
     "vchat.protocol.messages",
     "vchat.ratelimit",
     "vchat.ice",
+    "vchat.bot.visitor",
+    "vchat.bot.behaviour",
+    "vchat.bot.stats",
+    "vchat.bot.fakesdp",
 )
 FORBIDDEN_IN_CORES = ("twisted", "zope", "autobahn", "geoip2")  # not even an interface: plain Python
 

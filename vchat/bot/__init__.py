@@ -1,9 +1,5 @@
-"""vchat-bot: simulated visitors that load-test a vchat server over its real wire protocol."""
+"""vchat-bot: simulated visitors that load-test a vchat server over its real wire protocol.
 
-from __future__ import annotations
-
-from vchat.bot.behaviour import BotSettings
-from vchat.bot.client import Bot, BotFleet, LoadRun
-from vchat.bot.stats import BotStats, build_report
-
-__all__ = ["Bot", "BotFleet", "BotSettings", "BotStats", "LoadRun", "build_report"]
+`behaviour` (random choices) and `visitor` (one visitor's decisions) are pure, as are `fakesdp` and `stats`;
+`websocket` is a bot's connection, `fleet` runs many bots on one reactor, and `cli` is the `vchat-bot` command.
+"""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -99,5 +100,8 @@ def ping_delay(rng: random.Random, settings: BotSettings) -> float:
 
 def reconnect_delay(rng: random.Random, settings: BotSettings, attempt: int) -> float:
     """Exponential backoff with jitter before reconnect attempt number `attempt` (1 is the first)."""
-    ceiling = min(settings.reconnect_cap, settings.reconnect_base * 2 ** max(attempt - 1, 0))
+    base, cap = settings.reconnect_base, settings.reconnect_cap
+    # doubling past the cap changes nothing, and doubling without end overflows a float
+    doublings = min(max(attempt - 1, 0), math.ceil(math.log2(cap / base)))
+    ceiling = min(cap, base * 2.0**doublings)
     return ceiling / 2 + rng.uniform(0, ceiling / 2)

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorCore
 from twisted.internet.task import react
 from twisted.logger import (
     FilteringLogObserver,
@@ -20,9 +21,14 @@ from twisted.logger import (
 )
 
 from vchat.bot.behaviour import BotSettings
-from vchat.bot.client import CODECS, BotFleet, LoadRun
+from vchat.bot.fleet import BotFleet, LoadRun
 from vchat.bot.stats import format_summary
+from vchat.bot.websocket import CODECS_BY_NAME, IClientReactor
 from vchat.rlimit import raise_open_files_limit
+
+
+class IRunReactor(IClientReactor, IReactorCore):
+    """What a run of `vchat-bot` needs: the bots' connections and timers, and shutdown triggers."""
 
 
 def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -61,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--url", default="ws://127.0.0.1:8080/ws", help="signaling WebSocket URL (ws:// or wss://)")
     add("--clients", type=_positive(int), default=10, help="number of bots")
     add("--duration", type=_positive(float), default=30.0, help="seconds to run, ramp included")
-    add("--codec", choices=sorted(CODECS), default="json", help="wire codec (WebSocket subprotocol)")
+    add("--codec", choices=sorted(CODECS_BY_NAME), default="json", help="wire codec (WebSocket subprotocol)")
     add("--ramp", type=_non_negative, default=0.0, help="seconds over which bots connect, evenly spread")
     add("--report", metavar="FILE", help="write the JSON report here")
     add("--seed", type=int, help="seed for the bots' random choices")
@@ -95,7 +101,7 @@ def _line_writer(stream: TextIO) -> Callable[[str], None]:
     return write
 
 
-async def run(reactor: Any, args: argparse.Namespace, out: Callable[[str], None]) -> dict[str, Any]:
+async def run(reactor: IRunReactor, args: argparse.Namespace, out: Callable[[str], None]) -> dict[str, Any]:
     """Run the fleet that `args` describe on `reactor`; Ctrl-C ends it early but still reports."""
     fleet = BotFleet(reactor, args.url, codec=args.codec, settings=settings_from(args), seed=args.seed)
     load = LoadRun(
@@ -150,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     out = _line_writer(sys.stdout)
 
-    async def _main(reactor: Any) -> None:
+    async def _main(reactor: IRunReactor) -> None:
         await run(reactor, args, out)
 
     react(lambda reactor: defer.ensureDeferred(_main(reactor)))

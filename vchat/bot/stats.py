@@ -8,11 +8,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from vchat.protocol.errors import ErrorCode
+
 #: Relayed message types: what a partner sends that the server passes on unchanged.
 RELAYED_TYPES = frozenset({"signal", "chat", "typing"})
 
 #: Error codes that races make normal (a `signal` sent just as the partner pressed `next`).
-EXPECTED_ERROR_CODES = frozenset({"no_match", "partner_reconnecting"})
+EXPECTED_ERROR_CODES = frozenset({ErrorCode.NO_MATCH.value, ErrorCode.PARTNER_RECONNECTING.value})
 
 
 def percentile(ordered: list[float], q: float) -> float:
