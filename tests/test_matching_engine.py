@@ -425,6 +425,19 @@ def test_nothing_to_poll_after_one_side_leaves() -> None:
     assert engine.next_poll_at() == 133.0
 
 
+def test_stale_events_are_dropped_as_they_pile_up() -> None:
+    engine = MatchingEngine(recent_partners=10, recent_seconds=600.0, rematch_after=30.0)
+    pair_up(engine, man("a"), woman("b"), 0.0)
+    # Each re-search schedules a new event and leaves the one before stale.
+    for i in range(200):
+        engine.search(man("a"), 1.0 + i)
+        engine.search(woman("b"), 1.0 + i)
+    assert len(engine._events) <= 128
+    assert engine.next_poll_at() == 230.0
+    assert engine.poll(230.0) == [Pair("a", "b")]
+    assert engine.next_poll_at() is None
+
+
 def test_nothing_to_poll_when_recency_never_ends() -> None:
     engine = MatchingEngine(recent_seconds=float("inf"), rematch_after=float("inf"))
     pair_up(engine, man("a"), woman("b"), 0.0)

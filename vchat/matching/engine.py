@@ -1,4 +1,20 @@
-"""The in-memory matching engine: a queue of waiting users, paired by mutual preferences and wait time."""
+"""The in-memory matching engine: waiting users in FIFOs, paired by mutual preferences and wait time.
+
+The queue is indexed so that a search only looks at users it is compatible with by preference:
+
+- Waiting users sit in *partitions*, one per (gender, want, accepted-country key), where the key is None for users
+  without a country filter and each accepted country for those with one (such a user is in several partitions).
+  A partition holds its users in a FIFO of enqueue order, and again in one FIFO per user country.
+- A seeker's gender and want name the (gender, want) tables whose users it accepts and who accept it; in each, the
+  partitions under None and under the seeker's own country accept its country; in each partition, the whole FIFO
+  if the seeker accepts any country, or else the FIFO of each country it accepts.
+- Every user in those FIFOs suits the seeker by preference, so only recency can still keep them apart: each FIFO is
+  scanned from the front up to its first user that recency does not block, or until it is past the best user found
+  so far, and the user waiting longest among them wins. A search costs a few FIFO heads (and the recent partners
+  standing at their front), whatever the queue's size.
+- A seeker that finds nobody joins the back of its own partitions. Each user its scan skipped for recency alone
+  becomes an event at the time that block lifts, and `poll` replays due events as a search by the older of the two.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +22,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from heapq import heapify, heappop, heappush
 from itertools import count
-from typing import Literal
 
-Gender = Literal["m", "f", "u"]
-Want = Literal["any", "m", "f"]
-
-GENDERS: tuple[str, ...] = ("m", "f", "u")
-WANTS: tuple[str, ...] = ("any", "m", "f")
+_GENDERS = ("m", "f", "u")
+_WANTS = ("any", "m", "f")
 
 _INF = float("inf")
 _NEVER = float("-inf")
@@ -37,18 +49,6 @@ class Pair:
     arriving: str
 
 
-_set_waiting = Pair.__dict__["waiting"].__set__
-_set_arriving = Pair.__dict__["arriving"].__set__
-
-
-def _new_pair(waiting: str, arriving: str) -> Pair:
-    """Pair(waiting, arriving) without the frozen dataclass __init__, which costs a tenth of a whole match."""
-    pair = object.__new__(Pair)
-    _set_waiting(pair, waiting)
-    _set_arriving(pair, arriving)
-    return pair
-
-
 # A FIFO of waiting entries in enqueue order. OrderedDict keeps first-item access O(1) however many
 # items were deleted before it, which a plain dict does not; entries hash by identity, so no values.
 _Fifo = OrderedDict["_Entry", None]
@@ -66,6 +66,9 @@ class _Partition:
 
 # The (gender, want) tables of the index: accepted-country key (None for "no filter") -> partition.
 _Table = dict["str | None", _Partition]
+
+# An event: (time, seq, older, younger), two waiting users kept apart only by recency until that time.
+_Event = tuple[float, int, "_Entry", "_Entry"]
 
 
 class _Entry:
@@ -133,131 +136,44 @@ class MatchingEngine:
         self._seq = count()
         # gender -> want -> table. The nine tables always exist; the partitions inside exist only while
         # non-empty, and so do the per-country FIFOs inside a partition.
-        self._index: dict[str, dict[str, _Table]] = {g: {w: {} for w in WANTS} for g in GENDERS}
-        # gender -> want -> the tables holding every user that can accept a seeker of that gender and whom
+        self._index: dict[str, dict[str, _Table]] = {g: {w: {} for w in _WANTS} for g in _GENDERS}
+        # gender -> want -> the tables holding every user that accepts a seeker of that gender and whom
         # a seeker with that want accepts.
         self._plans: dict[str, dict[str, tuple[_Table, ...]]] = {
             g: {
                 w: tuple(
                     self._index[other][other_want]
-                    for other in (GENDERS if w == "any" else (w,))
+                    for other in (_GENDERS if w == "any" else (w,))
                     for other_want in ("any", g)
-                    if other_want in WANTS
+                    if other_want in _WANTS
                 )
-                for w in WANTS
+                for w in _WANTS
             }
-            for g in GENDERS
+            for g in _GENDERS
         }
-        # Heap of (time, seq, older, younger): two waiting users kept apart only by recency, and the time at
-        # which that stops. Stale once either entry is no longer waiting.
-        self._events: list[tuple[float, int, _Entry, _Entry]] = []
+        # Heap of events, stale once either entry is no longer waiting.
+        self._events: list[_Event] = []
         self._event_limit = 64
 
     def search(self, seeker: Seeker, now: float) -> Pair | None:
         """Match `seeker` with the longest-waiting compatible user, or put it in the queue and return None."""
-        # The hot path: what _find, _unlink and _remember do is written out here, and the FIFO scan is
-        # written twice, because in CPython the calls and the per-search allocations cost a tenth or more.
-        try:
-            tables = self._plans[seeker.gender][seeker.want]
-        except KeyError:
-            raise ValueError(f"unknown gender {seeker.gender!r} or want {seeker.want!r}") from None
+        if seeker.gender not in _GENDERS or seeker.want not in _WANTS:
+            raise ValueError(f"unknown gender {seeker.gender!r} or want {seeker.want!r}")
         sid = seeker.session_id
-        entries = self._entries
-        if sid in entries:
-            self._unlink(entries[sid])
-        country = seeker.country
-        countries = seeker.countries
-        histories = self._history
-        history = histories.get(sid)
-        best = None
-        best_seq = _INF
-        skipped = None
-        keys = (None,) if country is None else (None, country)
-        for table in tables:
-            if not table:
-                continue
-            for key in keys:
-                part = table.get(key)
-                if part is None:
-                    continue
-                if not countries:
-                    for entry in part.fifo:
-                        if entry.seq > best_seq:
-                            break
-                        if now < entry.cross_at and (
-                            (history is not None and history.get(entry.session_id, _NEVER) > now)
-                            or ((other := entry.history) is not None and other.get(sid, _NEVER) > now)
-                        ):
-                            if skipped is None:
-                                skipped = [entry]
-                            else:
-                                skipped.append(entry)
-                            continue
-                        best = entry
-                        best_seq = entry.seq
-                        break
-                    continue
-                by_country = part.by_country
-                for c in countries:
-                    fifo = by_country.get(c)
-                    if fifo is None:
-                        continue
-                    # The same scan as above, for each accepted country.
-                    for entry in fifo:
-                        if entry.seq > best_seq:
-                            break
-                        if now < entry.cross_at and (
-                            (history is not None and history.get(entry.session_id, _NEVER) > now)
-                            or ((other := entry.history) is not None and other.get(sid, _NEVER) > now)
-                        ):
-                            if skipped is None:
-                                skipped = [entry]
-                            else:
-                                skipped.append(entry)
-                            continue
-                        best = entry
-                        best_seq = entry.seq
-                        break
-        if best is None:
+        entry = self._entries.get(sid)
+        if entry is not None:
+            self._unlink(entry)
+        history = self._history.get(sid)
+        skipped: list[_Entry] = []
+        partner = self._find(seeker, history, now, None, skipped)
+        if partner is None:
             entry = self._link(seeker, history, now)
-            if skipped is not None:
+            if skipped:
                 self._schedule(entry, history, skipped)
             return None
-
-        partner = best.session_id
-        del entries[partner]
-        partner_country = best.country
-        for table, key, part in best.homes:
-            fifo = part.fifo
-            del fifo[best]
-            if not fifo:
-                del table[key]
-            elif partner_country is not None:
-                by_country = part.by_country
-                fifo = by_country[partner_country]
-                del fifo[best]
-                if not fifo:
-                    del by_country[partner_country]
-
-        until = now + self._recent_seconds
-        if history is None:
-            histories[sid] = {partner: until}
-        else:
-            if partner in history:
-                del history[partner]
-            history[partner] = until
-            if len(history) > self._recent_partners:
-                del history[next(iter(history))]
-        history = histories.get(partner)
-        if history is None:
-            histories[partner] = {sid: until}
-        else:
-            if sid in history:
-                del history[sid]
-            history[sid] = until
-            if len(history) > self._recent_partners:
-                del history[next(iter(history))]
-        return _new_pair(partner, sid)
+        self._unlink(partner)
+        self._remember(partner.session_id, sid, now)
+        return Pair(partner.session_id, sid)
 
     def cancel(self, session_id: str) -> bool:
         """Take a user out of the queue; True if it was waiting."""
@@ -275,23 +191,14 @@ class MatchingEngine:
     def poll(self, now: float) -> list[Pair]:
         """Match the waiting users that the passing of time has made compatible."""
         events = self._events
-        entries = self._entries
         pairs: list[Pair] = []
         while events and events[0][0] <= now:
-            _, _, older, younger = heappop(events)
-            if entries.get(older.session_id) is not older or entries.get(younger.session_id) is not younger:
+            event = heappop(events)
+            if self._is_stale(event):
                 continue
             # The older one searches: it gets the longest-waiting user that is now compatible with it.
-            seeker = older.seeker
-            partner = self._find(
-                self._plans[seeker.gender][seeker.want],
-                older.country,
-                older.countries,
-                older.session_id,
-                older.history,
-                now,
-                older,
-            )
+            older = event[2]
+            partner = self._find(older.seeker, older.history, now, older, [])
             if partner is None:  # pragma: no cover - the pair itself is compatible by now
                 continue
             self._unlink(older)
@@ -299,17 +206,15 @@ class MatchingEngine:
             if partner.seq < older.seq:
                 older, partner = partner, older
             self._remember(older.session_id, partner.session_id, now)
-            pairs.append(_new_pair(older.session_id, partner.session_id))
+            pairs.append(Pair(older.session_id, partner.session_id))
         return pairs
 
     def next_poll_at(self) -> float | None:
         """The earliest time at which `poll` will have a pair to return (maybe past, if overdue), or None."""
         events = self._events
-        entries = self._entries
         while events:
-            at, _, older, younger = events[0]
-            if entries.get(older.session_id) is older and entries.get(younger.session_id) is younger:
-                return at
+            if not self._is_stale(events[0]):
+                return events[0][0]
             heappop(events)
         return None
 
@@ -328,44 +233,49 @@ class MatchingEngine:
 
     def _find(
         self,
-        tables: tuple[_Table, ...],
-        country: str | None,
-        countries: frozenset[str],
-        sid: str,
+        seeker: Seeker,
         history: dict[str, float] | None,
         now: float,
-        seeker: _Entry,
+        own: _Entry | None,
+        skipped: list[_Entry],
     ) -> _Entry | None:
-        """The longest-waiting user compatible with a waiting seeker, or None (search's scan, for poll)."""
+        """The longest-waiting user compatible with `seeker` at `now`, or None.
+
+        `history` is the seeker's recent partners and `own` its entry if it is waiting (None for a new search).
+        The users that recency alone keeps from the seeker are appended to `skipped`.
+        """
+        sid = seeker.session_id
+        countries = seeker.countries
+        keys = (None,) if seeker.country is None else (None, seeker.country)
+        # A seeker that has itself waited rematch_after ignores recency; a new one has not waited at all.
+        check = own is None or now < own.cross_at
         best = None
         best_seq = _INF
-        # A seeker that has itself waited rematch_after ignores recency.
-        check = now < seeker.cross_at
-        keys = (None,) if country is None else (None, country)
-        for table in tables:
-            if not table:
-                continue
+        for table in self._plans[seeker.gender][seeker.want]:
             for key in keys:
                 part = table.get(key)
                 if part is None:
                     continue
-                if countries:
-                    by_country = part.by_country
-                    fifos = [fifo for c in countries if (fifo := by_country.get(c)) is not None]
-                else:
-                    fifos = [part.fifo]
-                for fifo in fifos:
+                # None stands for "any country": the partition's whole FIFO.
+                for country in countries or (None,):
+                    fifo = part.fifo if country is None else part.by_country.get(country)
+                    if fifo is None:
+                        continue
                     for entry in fifo:
                         if entry.seq > best_seq:
                             break
-                        if entry is seeker:
+                        if entry is own:
                             continue
-                        if check and now < entry.cross_at:
-                            other = entry.history
-                            if (history is not None and history.get(entry.session_id, _NEVER) > now) or (
-                                other is not None and other.get(sid, _NEVER) > now
-                            ):
-                                continue
+                        if (
+                            check
+                            and now < entry.cross_at
+                            and (
+                                (history is not None and history.get(entry.session_id, _NEVER) > now)
+                                or (entry.history is not None and entry.history.get(sid, _NEVER) > now)
+                            )
+                        ):
+                            skipped.append(entry)
+                            continue
                         best = entry
                         best_seq = entry.seq
                         break
@@ -445,12 +355,12 @@ class MatchingEngine:
             if at != _INF:  # with infinite settings some pairs never unblock
                 heappush(events, (at, next(self._seq), older, entry))
         if len(events) > self._event_limit:
-            entries = self._entries
-            events[:] = [
-                event
-                for event in events
-                if entries.get(event[2].session_id) is event[2]
-                and entries.get(event[3].session_id) is event[3]
-            ]
+            events[:] = [event for event in events if not self._is_stale(event)]
             heapify(events)
             self._event_limit = max(64, 2 * len(events))
+
+    def _is_stale(self, event: _Event) -> bool:
+        """Whether either user of an event has stopped waiting (or waits again, as a new entry)."""
+        entries = self._entries
+        _, _, older, younger = event
+        return entries.get(older.session_id) is not older or entries.get(younger.session_id) is not younger
