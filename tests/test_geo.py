@@ -59,6 +59,10 @@ def test_country_database(country_db: str) -> None:
     countries.close()
 
 
+def test_geoip_service_provides_country_lookup(country_db: str) -> None:
+    verifyObject(ICountryLookup, GeoIPService(country_db, reactor, on_failure=lambda: None))
+
+
 @pytest_twisted.ensureDeferred
 async def test_unreadable_database_stops_the_process(tmp_path: Path) -> None:
     failures: list[bool] = []

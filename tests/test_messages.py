@@ -57,6 +57,8 @@ def test_valid_messages() -> None:
     [
         ({"type": "hello", "gender": "m"}, ErrorCode.AGE_REQUIRED),
         ({"type": "hello", "age_confirmed": True, "gender": "x"}, ErrorCode.BAD_MESSAGE),
+        ({"type": "hello", "age_confirmed": True, "gender": ["m"]}, ErrorCode.BAD_MESSAGE),
+        ({"type": "hello", "age_confirmed": True, "gender": {"m": 1}}, ErrorCode.BAD_MESSAGE),
         (
             {"type": "hello", "age_confirmed": True, "gender": "m", "lang": "english please"},
             ErrorCode.BAD_MESSAGE,
@@ -70,6 +72,8 @@ def test_valid_messages() -> None:
             ErrorCode.BAD_MESSAGE,
         ),
         ({"type": "search", "countries": ["DE"] * 65}, ErrorCode.BAD_MESSAGE),
+        ({"type": "search", "want": ["f"]}, ErrorCode.BAD_MESSAGE),
+        ({"type": "search", "want": {"f": 1}}, ErrorCode.BAD_MESSAGE),
         ({"type": "chat", "match_id": "m", "text": "   "}, ErrorCode.BAD_MESSAGE),
         ({"type": "chat", "match_id": "m", "text": "x" * 1001}, ErrorCode.TOO_LONG),
         ({"type": "Hello"}, ErrorCode.UNKNOWN_TYPE),

@@ -2,52 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import pytest_twisted
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import capturedLogs, formatEvent
 
 from vchat.matching import MatchingEngine, Seeker
-from vchat.protocol.switchboard import Switchboard
-from vchat.testing import RunningServer
+from vchat.testing import MemoryServer
 
 SECRET_TEXT = "my phone number is 555-0199"
 SECRET_SDP = "v=0\r\no=- 4611731400430051336 2 IN IP4 198.51.100.77\r\ns=-\r\n"
 
 
-def switchboard_of(server: RunningServer) -> Switchboard:
-    return server.service.getServiceNamed("signaling")._switchboard
-
-
-@pytest_twisted.ensureDeferred
-async def test_no_chat_sdp_or_pair_in_logs_or_memory(server: RunningServer) -> None:
-    events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
-    try:
-        a = await server.client()
-        a.send({"type": "hello", "age_confirmed": True, "gender": "f"})
-        id_a = (await a.expect("welcome"))["session_id"]
-        b = await server.client()
-        b.send({"type": "hello", "age_confirmed": True, "gender": "m"})
-        id_b = (await b.expect("welcome"))["session_id"]
+def test_no_chat_sdp_or_pair_in_logs_or_memory() -> None:
+    memory = MemoryServer()
+    with capturedLogs() as events:
+        a, b = memory.client(), memory.client()
+        id_a = a.hello(gender="f")["session_id"]
+        id_b = b.hello(gender="m")["session_id"]
         for client in (a, b):
             client.send({"type": "search"})
-            await client.expect("searching")
-        match_id = (await a.expect("matched"))["match_id"]
-        await b.expect("matched")
+            client.expect("searching")
+        match_id = a.expect("matched")["match_id"]
+        b.expect("matched")
         a.send({"type": "signal", "match_id": match_id, "payload": {"type": "offer", "sdp": SECRET_SDP}})
-        assert (await b.expect("signal"))["payload"]["sdp"] == SECRET_SDP
+        assert b.expect("signal")["payload"]["sdp"] == SECRET_SDP
         b.send({"type": "chat", "match_id": match_id, "text": SECRET_TEXT})
-        assert (await a.expect("chat"))["text"] == SECRET_TEXT
+        assert a.expect("chat")["text"] == SECRET_TEXT
         a.send({"type": "chat", "match_id": match_id, "text": "x" * 1001})  # an error path
-        await a.expect("error")
-        a.sendClose()
-        await b.expect("partner_left")
-        b.sendClose()
-        await a.wait_closed()
-        await b.wait_closed()
-    finally:
-        globalLogPublisher.removeObserver(events.append)
+        a.expect("error")
+        a.close()
+        b.expect("partner_left")
+        b.close()
+        assert a.closed is not None and b.closed is not None
 
     texts = [formatEvent(event) + repr(event) for event in events]
     assert texts, "the server logs notable things"
@@ -56,7 +40,7 @@ async def test_no_chat_sdp_or_pair_in_logs_or_memory(server: RunningServer) -> N
         assert not (id_a in text and id_b in text), "a log event names both partners"
         assert match_id not in text
 
-    board = switchboard_of(server)
+    board = memory.switchboard
     assert board.sessions == 0 and board.online == 0 and board.waiting == 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorCore, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -61,6 +61,9 @@ class EndpointService(Service):
 
     def _failed(self, failure: Failure) -> None:
         self._starting = None
+        if failure.check(CancelledError) and not self.running:
+            self._listening_outcome.fire(failure)  # stopped before it listened: nothing failed
+            return
         self._log.failure("{name} cannot listen", failure, name=self.name)
         self._on_failure()
         self._listening_outcome.fire(failure)

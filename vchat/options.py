@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -71,9 +72,32 @@ def port_or_zero(value: Any) -> int:
 
 def _integer(value: Any) -> int:
     try:
+        return integer(value)
+    except ValueError:
+        raise ValueError("not a port number") from None
+
+
+def integer(value: Any) -> int:
+    """A whole number: from a string of digits, or a TOML integer; a fraction is refused, not truncated."""
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("expected a whole number")
+        return int(value)
+    try:
         return int(value)
     except (TypeError, ValueError):
-        raise ValueError("not a port number") from None
+        raise ValueError("expected a whole number") from None
+
+
+def number(value: Any) -> float:
+    """A finite number (not NaN or infinity, which would slip past any minimum)."""
+    try:
+        result = float(value)
+    except (TypeError, ValueError):
+        raise ValueError("expected a number") from None
+    if not math.isfinite(result):
+        raise ValueError("expected a finite number")
+    return result
 
 
 def ip_address(value: Any) -> str:
@@ -91,7 +115,7 @@ def server_endpoint(value: Any) -> str:
     """A Twisted server endpoint string, such as tcp:8080:interface=127.0.0.1 or ssl:8443:...."""
     try:
         serverFromString(None, text(value))
-    except (ValueError, TypeError, KeyError) as e:
+    except (ValueError, TypeError, KeyError, OSError) as e:  # OSError: an ssl: key or certificate file
         raise ValueError(f"not a server endpoint: {e}") from None
     return str(value)
 

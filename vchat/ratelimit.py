@@ -18,7 +18,8 @@ class TokenBucket:
 
     def take(self, now: float) -> bool:
         """Spend one token if there is one; False means the event is over the limit."""
-        tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
+        # A wall clock may step back: that is no time passing, not a debt.
+        tokens = min(self._burst, self._tokens + max(0.0, now - self._stamp) * self._rate)
         self._stamp = now
         if tokens >= 1:
             self._tokens = tokens - 1

@@ -12,7 +12,7 @@ from vchat.geo import GeoIPService, ICountryLookup, NoCountries, proxy_network
 from vchat.ice import IcePolicy, turn_url
 from vchat.listener import stop_running
 from vchat.matching import MatchingEngine
-from vchat.options import Setting, SettingsOptions, server_endpoint, text
+from vchat.options import Setting, SettingsOptions, integer, number, server_endpoint, text
 from vchat.protocol.service import SignalingService
 from vchat.protocol.switchboard import Switchboard
 from vchat.protocol.websocket import ConnectionLimits, SignalingFactory
@@ -37,36 +37,40 @@ SETTINGS = (
     Setting(
         "max-message-bytes",
         65536,
-        int,
+        integer,
         "largest WebSocket message accepted; larger ones close with 1009",
         128,
     ),
     Setting(
         "max-backlog-bytes",
         1048576,
-        int,
+        integer,
         "bytes a client may fall behind in reading before it counts as lost (it may resume)",
         65536,
     ),
-    Setting("message-rate", 20.0, float, "messages per second a connection may send on average", 0.1),
-    Setting("message-burst", 60, int, "messages a connection may send in a burst", 1),
+    Setting("message-rate", 20.0, number, "messages per second a connection may send on average", 0.1),
+    Setting("message-burst", 60, integer, "messages a connection may send in a burst", 1),
     Setting(
-        "max-bad-messages", 10, int, "bad messages per minute before a connection is closed with 4008", 1
+        "max-bad-messages", 10, integer, "bad messages per minute before a connection is closed with 4008", 1
     ),
     Setting(
-        "hello-timeout", 10.0, float, "seconds a new connection has to open the WebSocket and send hello", 1
+        "hello-timeout", 10.0, number, "seconds a new connection has to open the WebSocket and send hello", 1
     ),
-    Setting("heartbeat", 25.0, float, "seconds between WebSocket pings to each client", 1),
+    Setting("heartbeat", 25.0, number, "seconds between WebSocket pings to each client", 1),
     Setting(
-        "heartbeat-timeout", 10.0, float, "seconds to wait for a pong before the connection counts as lost", 1
+        "heartbeat-timeout",
+        10.0,
+        number,
+        "seconds to wait for a pong before the connection counts as lost",
+        1,
     ),
     Setting(
-        "resume-grace", 15.0, float, "seconds a session lost without a close frame waits to be resumed", 0
+        "resume-grace", 15.0, number, "seconds a session lost without a close frame waits to be resumed", 0
     ),
-    Setting("recent-partners", 10, int, "how many past partners are not matched again soon", 1),
-    Setting("recent-window", 600.0, float, "seconds a past partner is not matched again", 1),
+    Setting("recent-partners", 10, integer, "how many past partners are not matched again soon", 1),
+    Setting("recent-window", 600.0, number, "seconds a past partner is not matched again", 1),
     Setting(
-        "rematch-after", 30.0, float, "seconds of waiting after which past partners are acceptable again", 1
+        "rematch-after", 30.0, number, "seconds of waiting after which past partners are acceptable again", 1
     ),
     Setting(
         "geoip-db",
@@ -93,7 +97,7 @@ SETTINGS = (
         text,
         "coturn's static-auth-secret, to issue TURN credentials (keep it in --config) [default: no TURN]",
     ),
-    Setting("turn-ttl", 86400.0, float, "seconds TURN credentials stay valid", 60),
+    Setting("turn-ttl", 86400.0, number, "seconds TURN credentials stay valid", 60),
     Setting(
         "ice-relay-only",
         False,

@@ -1,23 +1,52 @@
-"""Test helpers others can import: a server on a loopback port, a real WebSocket client, an in-memory peer."""
+"""Test helpers others can import: a server on a loopback port and a real WebSocket client; an in-memory peer;
+and the signaling endpoint on a driven clock, with clients connected to it in memory."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from urllib.parse import urlparse
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.application.service import MultiService
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
+from twisted.test.iosim import FakeTransport, IOPump
+from twisted.test.iosim import connect as pump_between
 from zope.interface import implementer
 
+from vchat.ice import IcePolicy
+from vchat.matching import MatchingEngine
 from vchat.protocol.codec import CODECS, JSON, JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL, Codec
 from vchat.protocol.session import IPeer
+from vchat.protocol.switchboard import Switchboard
+from vchat.protocol.websocket import ClockTimers, ConnectionLimits, SignalingFactory, SignalingProtocol
 from vchat.tap import Options, makeService
 
 CloseInfo = tuple[bool, int | None, str | None]
+Message = dict[str, Any]
+_T = TypeVar("_T")
+
+OFFERED: dict[str, list[str]] = {"json": [JSON_SUBPROTOCOL], "msgpack": [MSGPACK_SUBPROTOCOL], "none": []}
+"""The subprotocols a test client offers, by codec name ("none" offers none, and gets JSON)."""
+
+
+def result_of(deferred: Deferred[_T]) -> _T | Failure:
+    """What `deferred` has fired with, taking it (a failure counts as handled); AssertionError if not fired yet."""
+    results: list[_T | Failure] = []
+    deferred.addBoth(results.append)
+    if not results:
+        raise AssertionError(f"{deferred!r} has not fired")
+    return results[0]
+
+
+def hello_message(**fields: object) -> Message:
+    """A valid `hello` (age confirmed, gender "u"), with `fields` added or replaced."""
+    return {"type": "hello", "age_confirmed": True, "gender": "u", **fields}
 
 
 class SignalingClient(WebSocketClientProtocol):
@@ -133,13 +162,24 @@ class RunningServer:
         headers: dict[str, str] | None = None,
         **fields: object,
     ) -> SignalingClient:
-        """Connect a client with `codec` ("json", "msgpack" or "none"); optionally say hello."""
-        offered = {"json": [JSON_SUBPROTOCOL], "msgpack": [MSGPACK_SUBPROTOCOL], "none": []}[codec]
-        client = await connect(self.reactor, self.url, offered, headers)
+        """Connect a client with `codec` ("json", "msgpack" or "none"); optionally say hello with `fields`."""
+        client = await connect(self.reactor, self.url, OFFERED[codec], headers)
         if hello:
-            client.send({"type": "hello", "age_confirmed": True, "gender": "u", **fields})
+            client.send(hello_message(**fields))
             await client.expect("welcome")
         return client
+
+    async def matched_pair(
+        self, first: str = "json", second: str = "json"
+    ) -> tuple[SignalingClient, SignalingClient, Message, Message]:
+        """A woman (codec `first`) and a man (`second`) who searched and were matched:
+        (offerer, answerer, the offerer's `matched`, the answerer's)."""
+        offerer = await self.client(first, hello=True, gender="f")
+        answerer = await self.client(second, hello=True, gender="m")
+        for client in (offerer, answerer):
+            client.send({"type": "search"})
+            await client.expect("searching")
+        return offerer, answerer, await offerer.expect("matched"), await answerer.expect("matched")
 
 
 async def start_server(reactor: Any, *args: str) -> RunningServer:
@@ -153,3 +193,168 @@ async def start_server(reactor: Any, *args: str) -> RunningServer:
     service.startService()
     port = await service.getServiceNamed("signaling").whenListening()
     return RunningServer(service, f"ws://127.0.0.1:{port.getHost().port}/ws", reactor)
+
+
+_SERVER_ADDRESS = IPv4Address("TCP", "127.0.0.1", 8080)
+_CLIENT_ADDRESS = IPv4Address("TCP", "127.0.0.1", 50000)
+
+
+class MemoryServer:
+    """The signaling endpoint and its switchboard on a `MemoryReactorClock`, with clients connected in memory.
+
+    Nothing waits: every client action carries bytes both ways until nothing moves, and `advance` fires the
+    timers in turn, carrying bytes after each, so a test sees at once what a client would have had by then.
+    """
+
+    def __init__(
+        self, limits: ConnectionLimits | None = None, resume_grace: float = 15.0, ice: IcePolicy | None = None
+    ) -> None:
+        self.clock = MemoryReactorClock()
+        self.switchboard = Switchboard(self.clock, MatchingEngine(), resume_grace, ice)
+        self.factory = SignalingFactory(self.switchboard, limits or ConnectionLimits(), self.clock)
+        self._clients: list[MemoryClient] = []
+
+    def connect(self, subprotocols: list[str], path: str = "/ws") -> MemoryClient:
+        """Open a WebSocket at `path` offering `subprotocols`; `ConnectionError` when the server refuses it."""
+        factory = SignalingClientFactory(f"ws://localhost{path}", subprotocols, self.clock)
+        factory._batched_timer = ClockTimers(self.clock)
+        server = cast(SignalingProtocol, self.factory.buildProtocol(_CLIENT_ADDRESS))
+        client = cast(SignalingClient, factory.buildProtocol(_SERVER_ADDRESS))
+        pump = pump_between(
+            server,
+            FakeTransport(server, True, _SERVER_ADDRESS, _CLIENT_ADDRESS),
+            client,
+            FakeTransport(client, False, _CLIENT_ADDRESS, _SERVER_ADDRESS),
+            greet=False,
+            clock=self.clock,
+        )
+        connection = MemoryClient(self, client, server, pump)
+        self._clients.append(connection)
+        self.flush()
+        opened = result_of(client.opened)
+        if isinstance(opened, Failure):
+            opened.raiseException()
+        return connection
+
+    def client(self, codec: str = "json", hello: bool = False, **fields: object) -> MemoryClient:
+        """Connect a client with `codec` ("json", "msgpack" or "none"); optionally say hello with `fields`."""
+        client = self.connect(OFFERED[codec])
+        if hello:
+            client.hello(**fields)
+        return client
+
+    def matched_pair(
+        self, first: str = "json", second: str = "json"
+    ) -> tuple[MemoryClient, MemoryClient, Message, Message]:
+        """A woman (codec `first`) and a man (`second`) who searched and were matched:
+        (offerer, answerer, the offerer's `matched`, the answerer's)."""
+        offerer = self.client(first, hello=True, gender="f")
+        answerer = self.client(second, hello=True, gender="m")
+        for client in (offerer, answerer):
+            client.send({"type": "search"})
+            client.expect("searching")
+        return offerer, answerer, offerer.expect("matched"), answerer.expect("matched")
+
+    def flush(self) -> None:
+        """Run what is due now and carry bytes and closes both ways, until nothing moves."""
+        for _ in range(10_000):
+            self.clock.advance(0)
+            moved = [client._carry() for client in self._clients]  # a list: every connection gets its turn
+            self._clients = [client for client in self._clients if not client._finished()]
+            if not any(moved):
+                return
+        raise AssertionError("the connections never went quiet")
+
+    def advance(self, seconds: float) -> None:
+        """Let `seconds` pass: each timer fires at its time, and the connections are flushed after each."""
+        end = self.clock.seconds() + seconds
+        self.flush()
+        while True:
+            step = min([end, *(call.getTime() for call in self.clock.getDelayedCalls())])
+            self.clock.advance(step - self.clock.seconds())
+            self.flush()
+            if step >= end:
+                return
+
+
+class MemoryClient:
+    """A `SignalingClient` connected to a `MemoryServer`: whatever the server sent has already arrived.
+
+    `peer` is the server's side of the connection; `closed` is (wasClean, code, reason) once it has closed.
+    """
+
+    def __init__(
+        self, server: MemoryServer, protocol: SignalingClient, peer: SignalingProtocol, pump: IOPump
+    ) -> None:
+        self.protocol = protocol
+        self.peer = peer
+        self.closed: CloseInfo | None = None
+        self._server = server
+        self._pump = pump
+        self._cut = False
+        protocol.closed.addCallback(self._closed_with)
+
+    def _closed_with(self, info: CloseInfo) -> CloseInfo:
+        self.closed = info
+        return info
+
+    def send(self, message: Message) -> None:
+        """Send `message` with the negotiated codec, and let the server act on it."""
+        self.protocol.send(message)
+        self._server.flush()
+
+    def send_frame(self, data: bytes, binary: bool = False) -> None:
+        """Send `data` as one WebSocket message (text unless `binary`), and let the server act on it."""
+        self.protocol.sendMessage(data, isBinary=binary)
+        self._server.flush()
+
+    def hello(self, **fields: object) -> Message:
+        """Say hello (`hello_message(**fields)`); returns the `welcome`."""
+        self.send(hello_message(**fields))
+        return self.expect("welcome")
+
+    def received(self) -> list[Message]:
+        """The messages not looked at yet, oldest first."""
+        arrived, self.protocol.inbox.pending = self.protocol.inbox.pending, []
+        return arrived
+
+    def expect(self, kind: str) -> Message:
+        """The oldest message not looked at yet, which must be of type `kind`."""
+        pending = self.protocol.inbox.pending
+        if not pending:
+            raise AssertionError(f"expected {kind!r}, got nothing")
+        message = pending.pop(0)
+        if message.get("type") != kind:
+            raise AssertionError(f"expected {kind!r}, got {message!r}")
+        return message
+
+    def close(self, code: int = 1000) -> None:
+        """Close cleanly, with a close frame, and let the server act on it."""
+        self.protocol.sendClose(code)
+        self._server.flush()
+
+    def drop(self) -> None:
+        """End the connection without a close frame, as a phone that loses its network does."""
+        self._pump.clientIO.abortConnection()
+        self._server.flush()
+
+    def cut(self) -> None:
+        """Lose every byte either way from now on, while both ends still think they are connected."""
+        self._cut = True
+
+    def _carry(self) -> bool:
+        """Move bytes and closes one step; on a cut connection the bytes are lost, and each end learns only of
+        its own close. Whether anything moved."""
+        if not self._cut:
+            return bool(self._pump.pump(advanceClock=False))
+        moved = False
+        for end in (self._pump.serverIO, self._pump.clientIO):
+            end.getOutBuffer()
+            if end.disconnecting and not end.disconnected:
+                end.disconnected = True
+                end.reportDisconnect()
+                moved = True
+        return moved
+
+    def _finished(self) -> bool:
+        return bool(self._pump.serverIO.disconnected and self._pump.clientIO.disconnected)

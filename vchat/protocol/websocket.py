@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, assert_never, cast
 
@@ -80,6 +81,23 @@ class OutgoingBacklog:
         if self.paused:
             self.queued += size
         return self.queued <= self.limit
+
+
+class ClockTimers:
+    """Autobahn's own protocol timers (heartbeat, handshake timeouts) on the factory's clock.
+
+    Autobahn schedules them through txaio on the global reactor, whatever reactor its factory was given; one
+    delayed call each (txaio batches them into 200 ms buckets, which a reactor's heap does not need).
+    """
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+
+    def call_later(
+        self, delay: float, function: Callable[..., object], *args: object, **kwargs: object
+    ) -> IDelayedCall:
+        """Call `function` after `delay` seconds of the clock."""
+        return self._clock.callLater(delay, function, *args, **kwargs)
 
 
 _HOST_NAME = re.compile(r"[A-Za-z0-9.:-]{1,253}")
@@ -307,6 +325,7 @@ class SignalingFactory(WebSocketServerFactory):
         trusted_proxies: tuple[Network, ...] = (),
     ) -> None:
         super().__init__(reactor=clock)
+        self._batched_timer = ClockTimers(clock)
         self.switchboard = switchboard
         self.limits = limits
         self.clock = clock

@@ -13,7 +13,7 @@ from typing import Any
 
 from twisted.python import usage
 
-from vchat.options import Setting, ip_address, port, port_or_zero, server_endpoint
+from vchat.options import Setting, integer, ip_address, number, port, port_or_zero, server_endpoint
 from vchat.stun.responder import MAX_SOFTWARE_BYTES
 
 DEFAULT_UDP_PORT = 3478
@@ -74,11 +74,11 @@ STUN_SETTINGS = (
     Setting(
         "stun-rate",
         DEFAULT_RATE,
-        float,
+        number,
         "STUN requests per second allowed per source address (IPv6: per /64); 0 disables the limit",
         0,
     ),
-    Setting("stun-burst", DEFAULT_BURST, int, "STUN requests a source address may send in a burst", 1),
+    Setting("stun-burst", DEFAULT_BURST, integer, "STUN requests a source address may send in a burst", 1),
     Setting(
         "stun-software",
         DEFAULT_SOFTWARE,

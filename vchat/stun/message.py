@@ -311,9 +311,9 @@ def encode_xor_address(host: str, port: int, transaction_id: bytes) -> bytes:
 
 def decode_xor_address(value: bytes, transaction_id: bytes) -> tuple[str, int]:
     """The (host, port) in an XOR-MAPPED-ADDRESS value; raises StunError."""
-    if len(value) < 4:
-        raise StunError("address attribute is too short")
     key = _xor_key(transaction_id)
+    if not 4 <= len(value) <= 4 + len(key):
+        raise StunError(f"bad XOR address length {len(value)}")
     plain = bytes(value[:2]) + _PORT.pack(_PORT.unpack_from(value, 2)[0] ^ (MAGIC_COOKIE >> 16))
     plain += bytes(a ^ b for a, b in zip(value[4:], key, strict=False))
     return decode_address(plain)
