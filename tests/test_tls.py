@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 from pathlib import Path
-from typing import cast
 
 import pytest
 import pytest_twisted
@@ -14,12 +13,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.internet import reactor
-from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 
 from vchat.protocol.codec import JSON_SUBPROTOCOL
 from vchat.tap import Options
-from vchat.testing import SignalingClient, SignalingClientFactory, start_server
+from vchat.testing import SignalingClient, connect, start_server
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
@@ -52,12 +50,8 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
 
 async def connect_tls(port: int, trusted: Path) -> SignalingClient:
     """Open a wss:// WebSocket to 127.0.0.1:`port`, trusting only the certificate in `trusted`."""
-    url = f"wss://127.0.0.1:{port}/ws"
-    factory = SignalingClientFactory(url, [JSON_SUBPROTOCOL], reactor)
     tls = optionsForClientTLS("127.0.0.1", trustRoot=Certificate.loadPEM(trusted.read_bytes()))
-    endpoint = wrapClientTLS(tls, TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=5))
-    client = cast(SignalingClient, await endpoint.connect(factory))
-    return await client.opened
+    return await connect(reactor, f"wss://127.0.0.1:{port}/ws", [JSON_SUBPROTOCOL], tls=tls)
 
 
 def test_last_ws_wins(tmp_path: Path) -> None:

@@ -11,8 +11,8 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from twisted.application.service import MultiService
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, DeferredQueue
-from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IReactorTime, IStreamClientEndpoint
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.test.iosim import FakeTransport, IOPump
@@ -25,6 +25,7 @@ from vchat.protocol.codec import CODECS, JSON, JSON_SUBPROTOCOL, MSGPACK_SUBPROT
 from vchat.protocol.session import IPeer
 from vchat.protocol.switchboard import Switchboard
 from vchat.protocol.websocket import ClockTimers, ConnectionLimits, SignalingFactory, SignalingProtocol
+from vchat.reactors import IServerReactor
 from vchat.tap import Options, makeService
 
 CloseInfo = tuple[bool, int | None, str | None]
@@ -113,12 +114,21 @@ class SignalingClientFactory(WebSocketClientFactory):
 
 
 async def connect(
-    reactor: Any, url: str, subprotocols: list[str] | None = None, headers: dict[str, str] | None = None
+    reactor: IServerReactor,
+    url: str,
+    subprotocols: list[str] | None = None,
+    headers: dict[str, str] | None = None,
+    tls: IOpenSSLClientConnectionCreator | None = None,
 ) -> SignalingClient:
-    """Open a WebSocket to `url` (ws://host:port/path) offering `subprotocols`; returns the open client."""
+    """Open a WebSocket to `url` (ws:// or, with `tls`, wss://host:port/path) offering `subprotocols`; returns
+    the open client."""
     parsed = urlparse(url)
     factory = SignalingClientFactory(url, subprotocols, reactor, headers)
-    endpoint = TCP4ClientEndpoint(reactor, parsed.hostname or "127.0.0.1", parsed.port or 80, timeout=5)
+    endpoint: IStreamClientEndpoint = TCP4ClientEndpoint(
+        reactor, parsed.hostname or "127.0.0.1", parsed.port or 80, timeout=5
+    )
+    if tls is not None:
+        endpoint = wrapClientTLS(tls, endpoint)
     client = cast(SignalingClient, await endpoint.connect(factory))
     return await client.opened
 
@@ -153,7 +163,7 @@ class RunningServer:
 
     service: MultiService
     url: str
-    reactor: Any
+    reactor: IServerReactor
 
     async def client(
         self,
@@ -182,7 +192,7 @@ class RunningServer:
         return offerer, answerer, await offerer.expect("matched"), await answerer.expect("matched")
 
 
-async def start_server(reactor: Any, *args: str) -> RunningServer:
+async def start_server(reactor: IServerReactor, *args: str) -> RunningServer:
     """Start `twistd vchat`'s service tree in `reactor`, listening on an ephemeral loopback port.
 
     `args` are `twistd vchat` options; STUN is off unless they turn it on.
