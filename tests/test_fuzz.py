@@ -1,0 +1,309 @@
+"""The fuzz targets of fuzz/targets.py, run briefly under Hypothesis so that CI catches what the fuzzers would.
+
+The same check functions as the atheris harnesses (docs/fuzzing.md): random bytes, near-valid inputs built
+by strategies (maps of the right `type` in both codecs, STUN messages with the cookie and real attribute
+types), every seed of the corpus, and every input kept under fuzz/regressions/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vchat.protocol.codec import CODECS, JSON, MSGPACK, Codec
+from vchat.protocol.messages import CLIENT_TYPES, GENDERS, WANTS
+from vchat.stun.message import (
+    MAGIC_COOKIE,
+    Attr,
+    Message,
+    MessageClass,
+    encode_address,
+    encode_message,
+    encode_xor_address,
+)
+from vchat.stun.responder import _CACHE_LIMIT, Responder
+from vchat.stun.testing import binding_request
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load_targets() -> ModuleType:
+    """fuzz/targets.py, loaded by its path: it is not part of the installed package."""
+    spec = importlib.util.spec_from_file_location("vchat_fuzz_targets", ROOT / "fuzz" / "targets.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+targets = _load_targets()
+SEEDS = [
+    (target, name, data) for target, seeds in targets.seed_inputs().items() for name, data in seeds.items()
+]
+REGRESSIONS = list(targets.regression_inputs())
+
+
+@pytest.mark.parametrize(("target", "name", "data"), SEEDS, ids=[f"{t}/{n}" for t, n, _ in SEEDS])
+def test_seed_corpus(target: str, name: str, data: bytes) -> None:
+    targets.TARGETS[target](data)
+
+
+@pytest.mark.parametrize(("target", "name", "data"), REGRESSIONS, ids=[f"{t}/{n}" for t, n, _ in REGRESSIONS])
+def test_regressions(target: str, name: str, data: bytes) -> None:
+    """Inputs that once broke a contract (fuzz/regressions/<target>/<name>) keep to it now."""
+    targets.TARGETS[target](data)
+
+
+# --- signaling messages ---------------------------------------------------------------------------------
+
+FIELDS = ["type", "id", "age_confirmed", "gender", "lang", "client", "resume", "want", "countries"]
+FIELDS += ["match_id", "payload", "text"]
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**64), max_value=2**65)
+    | st.floats()
+    | st.text(max_size=12)
+    | st.sampled_from(["\ud800", "", " ", "m", "any", "DE", "de-AT", "x" * 129, "x" * 1001, "é" * 65])
+    | st.binary(max_size=4)
+)
+values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(FIELDS) | st.text(max_size=6) | st.integers(0, 2), inner, max_size=3
+        )
+    ),
+    max_leaves=8,
+)
+
+
+def nested(depth: int, mapping: bool) -> Any:
+    """A value `depth` containers deep, around the codecs' limit of 32."""
+    value: Any = 0
+    for _ in range(depth):
+        value = {"k": value} if mapping else [value]
+    return value
+
+
+def mostly(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """`strategy` three times in four, any value otherwise."""
+    return st.one_of(strategy, strategy, strategy, values)
+
+
+ids = st.integers(-(2**64), 2**64) | st.text(max_size=8) | st.sampled_from(["x" * 64, "x" * 65]) | values
+match_ids = mostly(st.text(max_size=8))
+extra = {"id": ids, "junk": values}
+near_valid = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "type": st.just("hello"),
+            "age_confirmed": mostly(st.just(True)),
+            "gender": mostly(st.sampled_from(sorted(GENDERS))),
+        },
+        optional={
+            **extra,
+            "lang": mostly(st.sampled_from(["de-AT", "en", "x" * 36, "zh-Hant-TW", "e1"])),
+            "client": mostly(
+                st.dictionaries(st.text(max_size=10), scalars, max_size=4)
+                | st.dictionaries(st.text(max_size=130), values, max_size=17)
+            ),
+            "resume": mostly(st.text(max_size=8)),
+        },
+    ),
+    st.fixed_dictionaries(
+        {"type": st.just("search")},
+        optional={
+            **extra,
+            "want": mostly(st.sampled_from(sorted(WANTS))),
+            "countries": mostly(st.lists(mostly(st.sampled_from(["DE", "de", "D1", "DEU"])), max_size=65)),
+        },
+    ),
+    st.fixed_dictionaries(
+        {"type": st.just("signal"), "match_id": match_ids},
+        optional={**extra, "payload": values | st.builds(nested, st.integers(29, 34), st.booleans())},
+    ),
+    st.fixed_dictionaries(
+        {"type": st.just("chat"), "match_id": match_ids},
+        optional={
+            **extra,
+            "text": mostly(st.text(max_size=1002) | st.sampled_from(["  \n", "x" * 1000, "x" * 1001])),
+        },
+    ),
+    st.fixed_dictionaries({"type": st.just("typing"), "match_id": match_ids}, optional=extra),
+    st.fixed_dictionaries({"type": st.sampled_from(["next", "stop", "ping"])}, optional=extra),
+    st.fixed_dictionaries(
+        {"type": st.sampled_from([*sorted(CLIENT_TYPES), "welcome", "", "HELLO"]) | values},
+        optional={**extra, **{field: values for field in FIELDS if field != "type"}},
+    ),
+)
+
+
+def frames(raw: dict[str, Any]) -> list[tuple[Codec, bytes]]:
+    """`raw` as the frames a client could send: JSON (escaped and raw UTF-8) and msgpack, where it encodes."""
+    found = []
+    for ensure_ascii in (True, False):
+        try:
+            text = json.dumps(raw, ensure_ascii=ensure_ascii)  # may write NaN, Infinity, huge integers
+        except (TypeError, ValueError, RecursionError):
+            break
+        found.append((JSON, text.encode("utf-8", "surrogatepass")))
+    with contextlib.suppress(TypeError, ValueError, OverflowError, RecursionError):
+        found.append((MSGPACK, msgpack.packb(raw, use_bin_type=True)))
+    return found
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=300))
+def test_any_frame(data: bytes) -> None:
+    targets.check_signaling_frame(data)
+
+
+@settings(max_examples=800)
+@given(near_valid)
+def test_near_valid_messages(raw: dict[str, Any]) -> None:
+    for codec, frame in frames(raw):
+        targets.check_frame(codec, frame)
+
+
+@pytest.mark.parametrize("codec", list(CODECS.values()), ids=lambda codec: codec.subprotocol)
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"type": "hello", "age_confirmed": True, "gender": ["f"]},
+        {"type": "hello", "age_confirmed": True, "gender": {"f": 1}},
+        {"type": "search", "want": ["any"]},
+        {"type": "search", "want": {}},
+        {"type": "search", "countries": [["DE"]]},
+        {"type": "hello", "age_confirmed": True, "gender": "f", "client": {"a": [1]}},
+        {"type": "signal", "match_id": "m", "payload": nested(31, True)},
+        {"type": "signal", "match_id": "m", "payload": nested(32, False)},
+        {"type": "hello", "age_confirmed": True, "gender": "f", "client": {"a": "x" * 129}},
+        {"type": "ping", "id": 2**64 - 1},
+        {"type": "ping", "id": "x" * 65},
+        {"type": "chat", "match_id": "m", "text": "x" * 1001},
+        {"type": "chat", "match_id": "m", "text": " \n"},
+        {"type": ["hello"]},
+    ],
+)
+def test_known_bad_shapes(codec: Codec, raw: dict[str, Any]) -> None:
+    """Values of the wrong kind or size: a list or map where a string belongs once raised TypeError."""
+    targets.check_frame(codec, codec.encode(raw))
+
+
+# --- STUN messages --------------------------------------------------------------------------------------
+
+ATTRIBUTE_TYPES = st.sampled_from([int(kind) for kind in Attr]) | st.sampled_from([0x7777, 0xC057])
+ATTRIBUTE_TYPES |= st.integers(0, 0xFFFF)
+hosts = st.ip_addresses().map(str)
+address_values = (
+    st.builds(encode_address, hosts, st.integers(0, 0xFFFF))
+    | st.builds(encode_xor_address, hosts, st.integers(0, 0xFFFF), st.binary(min_size=12, max_size=12))
+    | st.builds(
+        lambda family, port, rest: bytes((0, family)) + port.to_bytes(2, "big") + rest,
+        st.sampled_from([0, 1, 2, 3]),
+        st.integers(0, 0xFFFF),
+        st.binary(max_size=24),
+    )
+)
+attributes = st.lists(
+    st.tuples(ATTRIBUTE_TYPES, st.binary(max_size=24) | address_values | st.just(bytes((0, 0, 0, 6)))),
+    max_size=6,
+).map(tuple)
+stun_messages = st.builds(
+    Message,
+    method=st.just(1) | st.integers(0, 0xFFF),
+    message_class=st.sampled_from(list(MessageClass)),
+    transaction_id=st.binary(min_size=12, max_size=12),
+    attributes=attributes,
+    cookie=st.just(MAGIC_COOKIE) | st.integers(0, 2**32 - 1),
+)
+
+
+@st.composite
+def encoded_stun(
+    draw: st.DrawFn, message: st.SearchStrategy[Message] = stun_messages, intact: int = 2
+) -> bytes:
+    """A message encoded with random padding, integrity and FINGERPRINT, then damaged in 3 of `intact` + 3."""
+    data = encode_message(
+        draw(message),
+        integrity_key=draw(st.none() | st.just(b"key")),
+        integrity_sha256_key=draw(st.none() | st.just(b"key")),
+        fingerprint=draw(st.booleans()),
+        padding=draw(st.sampled_from([b"\x00", b" ", b"\xff"])),
+    )
+    damage = draw(st.sampled_from(["none"] * intact + ["flip", "cut", "append"]))
+    if damage == "flip":
+        at = draw(st.integers(0, len(data) - 1))
+        data = data[:at] + bytes((data[at] ^ draw(st.integers(1, 255)),)) + data[at + 1 :]
+    elif damage == "cut":
+        data = data[: draw(st.integers(0, len(data) - 1))]
+    elif damage == "append":
+        data += draw(st.binary(min_size=1, max_size=8))
+    return data
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=120))
+def test_any_stun_bytes(data: bytes) -> None:
+    targets.check_stun_message(data)
+
+
+@settings(max_examples=800)
+@given(encoded_stun())
+def test_near_valid_stun_messages(data: bytes) -> None:
+    targets.check_stun_message(data)
+
+
+# --- STUN responder -------------------------------------------------------------------------------------
+
+prefixes = st.binary(min_size=targets.RESPONDER_PREFIX, max_size=targets.RESPONDER_PREFIX)
+requests = encoded_stun(stun_messages) | encoded_stun(
+    st.builds(
+        Message,
+        method=st.just(1),
+        message_class=st.just(MessageClass.REQUEST),
+        transaction_id=st.binary(min_size=12, max_size=12),
+        attributes=st.one_of(
+            attributes,
+            attributes,
+            st.builds(lambda n: ((0x8077, b""),) * n, st.integers(30, 34)),
+            st.builds(lambda n: ((Attr.PADDING, bytes(n)),), st.integers(1236, 1264)),
+        ),
+        cookie=st.just(MAGIC_COOKIE) | st.just(MAGIC_COOKIE) | st.integers(0, 2**32 - 1),
+    ),
+    intact=12,
+)  # Binding requests (a few damaged), and any message
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=200))
+def test_any_responder_input(data: bytes) -> None:
+    targets.check_responder_input(data)
+
+
+@settings(max_examples=800)
+@given(prefixes, requests)
+def test_near_valid_binding_requests(prefix: bytes, request: bytes) -> None:
+    targets.check_responder_input(prefix + request)
+
+
+def test_answers_stay_the_same_when_the_address_cache_is_cleared() -> None:
+    """The harness makes a fresh responder per input, so it never fills the bare-request cache: do it here."""
+    responder = Responder()
+    request = binding_request(bytes(range(12)))
+    local = ("192.0.2.1", 3478)
+    sources = [(f"10.{n >> 8 & 255}.{n & 255}.1", 40000 + n % 1000) for n in range(_CACHE_LIMIT + 2)]
+    first = [responder.respond(request, source, local) for source in sources]
+    again = [responder.respond(request, source, local) for source in sources]
+    assert first == again == [Responder().respond(request, source, local) for source in sources]
