@@ -437,7 +437,9 @@ def start_server(kind: str, workdir: Path, extra: Sequence[str] = (), cpus: set[
             sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
             "-n", "--pidfile=", "--logfile", str(log),
             "vchat", "--ws", f"tcp:{port}:interface={HOST}:backlog=1024",
-            "--data-dir", str(workdir / "vchat-data"), *extra,
+            "--data-dir", str(workdir / "vchat-data"),
+            "--max-connections-per-ip", "0",  # every load generator connects from 127.0.0.1
+            *extra,
         ]  # fmt: skip
     else:
         command = [sys.executable, "-c", ECHO_SERVER, str(port)]

@@ -32,6 +32,7 @@ from typing import Any, get_args
 
 import msgpack
 
+from vchat.addresses import unmap_ipv4
 from vchat.protocol.codec import CODECS, MSGPACK, Codec
 from vchat.protocol.errors import ErrorCode, ProtocolError
 from vchat.protocol.messages import (
@@ -62,7 +63,6 @@ from vchat.stun.message import (
     encode_address,
     encode_message,
     encode_xor_address,
-    unmap_ipv4,
     verify_fingerprint,
 )
 from vchat.stun.responder import (

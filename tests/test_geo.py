@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 
 import pytest
@@ -13,10 +12,8 @@ from netaddr import IPSet
 from twisted.internet import reactor
 from zope.interface.verify import verifyObject
 
-from vchat.geo import GeoIPService, ICountryLookup, NoCountries, client_address, open_country_database
+from vchat.geo import GeoIPService, ICountryLookup, NoCountries, open_country_database
 from vchat.testing import start_server
-
-PROXIES = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("10.0.0.0/8"))
 
 
 @pytest.fixture
@@ -29,22 +26,6 @@ def country_db(tmp_path: Path) -> str:
     path = tmp_path / "countries.mmdb"
     writer.to_db_file(str(path))
     return str(path)
-
-
-@pytest.mark.parametrize(
-    ("peer", "header", "expected"),
-    [
-        ("198.51.100.7", "203.0.113.9", "198.51.100.7"),  # not a proxy: the header is a client's claim
-        ("127.0.0.1", "203.0.113.9", "203.0.113.9"),
-        ("127.0.0.1", "1.2.3.4, 203.0.113.9, 10.0.0.2", "203.0.113.9"),  # read from the right
-        ("127.0.0.1", None, "127.0.0.1"),
-        ("127.0.0.1", "not-an-address", "127.0.0.1"),
-        ("::ffff:127.0.0.1", "2001:db8::5", "2001:db8::5"),
-        ("10.0.0.1", "10.0.0.2", "10.0.0.2"),  # only proxies: the last one named
-    ],
-)
-def test_client_address(peer: str, header: str | None, expected: str) -> None:
-    assert client_address(peer, header, PROXIES) == expected
 
 
 def test_country_database(country_db: str) -> None:

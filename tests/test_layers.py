@@ -22,6 +22,7 @@ PURE_CORES = (
     "vchat.protocol.messages",
     "vchat.ratelimit",
     "vchat.ice",
+    "vchat.addresses",
     "vchat.bot.visitor",
     "vchat.bot.behaviour",
     "vchat.bot.stats",
@@ -34,6 +35,7 @@ FORBIDDEN_IN_CORES = ("twisted", "zope", "autobahn", "geoip2")  # not even an in
 LAYERS: tuple[tuple[str, ...], ...] = (
     (
         "vchat.protocol.errors",
+        "vchat.addresses",
         "vchat.ratelimit",
         "vchat.outcome",
         "vchat.ice",

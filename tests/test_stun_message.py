@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from vchat.addresses import unmap_ipv4
 from vchat.stun.message import (
     MAGIC_COOKIE,
     Attr,
@@ -30,7 +31,6 @@ from vchat.stun.message import (
     message_type,
     parse_message,
     split_message_type,
-    unmap_ipv4,
     verify_fingerprint,
 )
 from vchat.stun.testing import (

@@ -3,20 +3,24 @@ to end over real loopback sockets, what memory cannot show."""
 
 from __future__ import annotations
 
+from ipaddress import ip_network
+
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import Clock, deferLater
 from twisted.logger import capturedLogs
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from vchat.geo import ICountryLookup
 from vchat.ice import IcePolicy
 from vchat.matching import MatchingEngine
 from vchat.protocol.codec import JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL, encode_json, encode_msgpack
 from vchat.protocol.session import IPeer
 from vchat.protocol.switchboard import Switchboard
 from vchat.protocol.websocket import ConnectionLimits, SignalingFactory
-from vchat.testing import MemoryClient, MemoryServer, RunningServer, hello_message, start_server
+from vchat.testing import OFFERED, MemoryClient, MemoryServer, RunningServer, hello_message, start_server
 
 HELLO = hello_message(gender="m", lang="en-US", client={"os": "Linux"})
 PAYLOAD = {
@@ -377,6 +381,66 @@ def test_rate_limit() -> None:
     memory.advance(1)
     client.send({"type": "ping", "id": 5})
     assert client.expect("pong")["re"] == 5
+
+
+def test_connections_per_address_are_capped_with_429() -> None:
+    memory = MemoryServer(ConnectionLimits(max_connections_per_address=3))
+    held = [memory.connect(OFFERED["json"], address="198.51.100.7") for _ in range(3)]
+    with pytest.raises(ConnectionError, match="429"):
+        memory.connect(OFFERED["json"], address="198.51.100.7")
+    memory.connect(OFFERED["json"], address="198.51.100.8")  # another address has its own places
+    held[0].close()
+    memory.connect(OFFERED["json"], address="198.51.100.7")  # closing frees a place at once
+    held[1].drop()
+    memory.connect(OFFERED["json"], address="198.51.100.7")  # and so does a lost connection
+
+
+def test_ipv6_connections_are_counted_per_64() -> None:
+    memory = MemoryServer(ConnectionLimits(max_connections_per_address=2))
+    memory.connect(OFFERED["json"], address="2001:db8:0:1::1")
+    memory.connect(OFFERED["json"], address="2001:db8:0:1::2")
+    with pytest.raises(ConnectionError, match="429"):
+        memory.connect(OFFERED["json"], address="2001:db8:0:1:ffff::3")
+    memory.connect(OFFERED["json"], address="2001:db8:0:2::1")
+
+
+def test_behind_a_trusted_proxy_the_forwarded_client_is_counted() -> None:
+    memory = MemoryServer(
+        ConnectionLimits(max_connections_per_address=1), trusted_proxies=(ip_network("10.0.0.0/8"),)
+    )
+    memory.connect(OFFERED["json"], address="10.0.0.2", headers={"X-Forwarded-For": "203.0.113.1"})
+    memory.connect(OFFERED["json"], address="10.0.0.2", headers={"X-Forwarded-For": "203.0.113.2"})
+    with pytest.raises(ConnectionError, match="429"):
+        memory.connect(OFFERED["json"], address="10.0.0.2", headers={"X-Forwarded-For": "203.0.113.1"})
+    # Anyone else's X-Forwarded-For is a claim, not an address: the peer itself is counted.
+    memory.connect(OFFERED["json"], address="198.51.100.9", headers={"X-Forwarded-For": "203.0.113.3"})
+    with pytest.raises(ConnectionError, match="429"):
+        memory.connect(OFFERED["json"], address="198.51.100.9", headers={"X-Forwarded-For": "203.0.113.4"})
+
+
+@implementer(ICountryLookup)
+class EveryoneInBrazil:
+    """A country database that places every address in Brazil."""
+
+    def country_of(self, address: str) -> str | None:
+        return "BR"
+
+
+@pytest.mark.parametrize(
+    ("peer", "header", "country"),
+    [
+        ("10.0.0.2", "de", "DE"),  # a trusted proxy (Cloudflare) vouches for the country
+        ("10.0.0.2", "XX", "BR"),  # it does not know: the database decides
+        ("10.0.0.2", None, "BR"),
+        ("198.51.100.9", "DE", "BR"),  # anyone else's CF-IPCountry is ignored
+    ],
+)
+def test_cf_ipcountry_only_from_a_trusted_proxy(peer: str, header: str | None, country: str) -> None:
+    memory = MemoryServer(countries=EveryoneInBrazil(), trusted_proxies=(ip_network("10.0.0.0/8"),))
+    client = memory.connect(
+        OFFERED["json"], address=peer, headers={"CF-IPCountry": header} if header else None
+    )
+    assert client.hello()["country"] == country
 
 
 # --- lost connections, resume and heartbeat ------------------------------------------------------------

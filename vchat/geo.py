@@ -1,9 +1,8 @@
-"""Where clients are: the client's address behind trusted proxies, and its country from a GeoIP database."""
+"""Countries of client addresses, from a GeoIP database read into memory off the reactor thread."""
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import geoip2.database
 import geoip2.errors
@@ -17,47 +16,12 @@ from zope.interface import Interface, implementer
 
 from vchat.outcome import Outcome
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
 
 class ICountryLookup(Interface):
     """Finds the country of an IP address."""
 
     def country_of(address: str) -> str | None:
         """The ISO 3166 alpha-2 code of `address`'s country, or None when unknown."""
-
-
-def proxy_network(value: object) -> Network:
-    """A trusted proxy's address or network, as an option value."""
-    if not isinstance(value, str):
-        raise ValueError("expected an address or network such as 10.0.0.0/8")
-    return ipaddress.ip_network(value, strict=False)
-
-
-def _plain(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        ip = ipaddress.ip_address(address.strip().strip("[]"))
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
-
-
-def client_address(peer: str, forwarded_for: str | None, trusted: Iterable[Network]) -> str:
-    """The client's address: `peer`, unless `peer` is a trusted proxy, then the nearest untrusted hop of
-    X-Forwarded-For (clients can forge the header's left part, so it is read from the right)."""
-    networks = tuple(trusted)
-    current = _plain(peer)
-    if current is None:
-        return peer
-    hops = [hop for hop in (forwarded_for or "").split(",") if hop.strip()]
-    while hops and any(current in network for network in networks):
-        previous = _plain(hops.pop())
-        if previous is None:
-            break
-        current = previous
-    return str(current)
 
 
 @implementer(ICountryLookup)

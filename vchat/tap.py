@@ -8,7 +8,8 @@ from twisted.application.service import MultiService
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
-from vchat.geo import GeoIPService, ICountryLookup, NoCountries, proxy_network
+from vchat.addresses import proxy_network
+from vchat.geo import GeoIPService, ICountryLookup, NoCountries
 from vchat.ice import IcePolicy, turn_url
 from vchat.listener import stop_running
 from vchat.matching import MatchingEngine
@@ -47,6 +48,13 @@ SETTINGS = (
         integer,
         "bytes a client may fall behind in reading before it counts as lost (it may resume)",
         65536,
+    ),
+    Setting(
+        "max-connections-per-ip",
+        50,
+        integer,
+        "WebSocket connections one address (IPv6: one /64) may hold; more get HTTP 429; 0: no limit",
+        0,
     ),
     Setting("message-rate", 20.0, number, "messages per second a connection may send on average", 0.1),
     Setting("message-burst", 60, integer, "messages a connection may send in a burst", 1),
@@ -140,6 +148,7 @@ class Options(SettingsOptions):
             heartbeat_interval=self["heartbeat"],
             heartbeat_timeout=self["heartbeat-timeout"],
             max_backlog_bytes=self["max-backlog-bytes"],
+            max_connections_per_address=self["max-connections-per-ip"],
         )
 
 

@@ -9,7 +9,7 @@ from urllib.parse import urlparse
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.application.service import MultiService
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IReactorTime, IStreamClientEndpoint
@@ -19,6 +19,8 @@ from twisted.test.iosim import FakeTransport, IOPump
 from twisted.test.iosim import connect as pump_between
 from zope.interface import implementer
 
+from vchat.addresses import Network
+from vchat.geo import ICountryLookup
 from vchat.ice import IcePolicy
 from vchat.matching import MatchingEngine
 from vchat.protocol.codec import CODECS, JSON, JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL, Codec
@@ -206,7 +208,6 @@ async def start_server(reactor: IServerReactor, *args: str) -> RunningServer:
 
 
 _SERVER_ADDRESS = IPv4Address("TCP", "127.0.0.1", 8080)
-_CLIENT_ADDRESS = IPv4Address("TCP", "127.0.0.1", 50000)
 
 
 class MemoryServer:
@@ -217,24 +218,39 @@ class MemoryServer:
     """
 
     def __init__(
-        self, limits: ConnectionLimits | None = None, resume_grace: float = 15.0, ice: IcePolicy | None = None
+        self,
+        limits: ConnectionLimits | None = None,
+        resume_grace: float = 15.0,
+        ice: IcePolicy | None = None,
+        countries: ICountryLookup | None = None,
+        trusted_proxies: tuple[Network, ...] = (),
     ) -> None:
         self.clock = MemoryReactorClock()
         self.switchboard = Switchboard(self.clock, MatchingEngine(), resume_grace, ice)
-        self.factory = SignalingFactory(self.switchboard, limits or ConnectionLimits(), self.clock)
+        self.factory = SignalingFactory(
+            self.switchboard, limits or ConnectionLimits(), self.clock, countries, trusted_proxies
+        )
         self._clients: list[MemoryClient] = []
 
-    def connect(self, subprotocols: list[str], path: str = "/ws") -> MemoryClient:
-        """Open a WebSocket at `path` offering `subprotocols`; `ConnectionError` when the server refuses it."""
-        factory = SignalingClientFactory(f"ws://localhost{path}", subprotocols, self.clock)
+    def connect(
+        self,
+        subprotocols: list[str],
+        path: str = "/ws",
+        address: str = "127.0.0.1",
+        headers: dict[str, str] | None = None,
+    ) -> MemoryClient:
+        """Open a WebSocket at `path` from `address` (the TCP peer the server sees), offering `subprotocols` and
+        sending `headers`; `ConnectionError` when the server refuses it."""
+        factory = SignalingClientFactory(f"ws://localhost{path}", subprotocols, self.clock, headers)
         factory._batched_timer = ClockTimers(self.clock)
-        server = cast(SignalingProtocol, self.factory.buildProtocol(_CLIENT_ADDRESS))
+        peer = (IPv6Address if ":" in address else IPv4Address)("TCP", address, 50000)
+        server = cast(SignalingProtocol, self.factory.buildProtocol(peer))
         client = cast(SignalingClient, factory.buildProtocol(_SERVER_ADDRESS))
         pump = pump_between(
             server,
-            FakeTransport(server, True, _SERVER_ADDRESS, _CLIENT_ADDRESS),
+            FakeTransport(server, True, _SERVER_ADDRESS, peer),
             client,
-            FakeTransport(client, False, _CLIENT_ADDRESS, _SERVER_ADDRESS),
+            FakeTransport(client, False, peer, _SERVER_ADDRESS),
             greet=False,
             clock=self.clock,
         )

@@ -10,11 +10,14 @@ from typing import Any, assert_never, cast
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime, ITCPTransport
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from vchat.addresses import AddressCounter, Network, address_key, client_address, is_trusted, proxy_country
 from vchat.failurelog import ThrottledFailureLog
-from vchat.geo import ICountryLookup, Network, NoCountries, client_address
+from vchat.geo import ICountryLookup, NoCountries
 from vchat.protocol.codec import JSON, Codec, choose_codec
 from vchat.protocol.errors import CloseCode, ErrorCode, ProtocolError
 from vchat.protocol.messages import (
@@ -55,6 +58,7 @@ class ConnectionLimits:
     heartbeat_interval: float = 25.0
     heartbeat_timeout: float = 10.0
     max_backlog_bytes: int = 1048576
+    max_connections_per_address: int = 50  # 0: no limit
 
 
 @implementer(IPushProducer)
@@ -126,6 +130,7 @@ class SignalingProtocol(WebSocketServerProtocol):
         self._host = "localhost"
         self._country: str | None = None
         self._backlog: OutgoingBacklog | None = None
+        self._address_key: str | bytes | None = None
 
     # --- autobahn callbacks ---------------------------------------------------------------------------
 
@@ -134,11 +139,16 @@ class SignalingProtocol(WebSocketServerProtocol):
             raise ConnectionDeny(ConnectionDeny.NOT_FOUND, f"the signaling endpoint is {WEBSOCKET_PATH}")
         self._host = _host_name(request.host)
         factory = self.factory
-        peer = cast(ITCPTransport, self.transport).getPeer()
-        address = client_address(
-            getattr(peer, "host", ""), request.headers.get("x-forwarded-for"), factory.trusted_proxies
+        peer = getattr(cast(ITCPTransport, self.transport).getPeer(), "host", "")
+        address = client_address(peer, request.headers.get("x-forwarded-for"), factory.trusted_proxies)
+        key = address_key(address)
+        if not factory.connections_per_address.acquire(key):
+            raise ConnectionDeny(429, "too many connections from your address")
+        self._address_key = key
+        vouched = is_trusted(peer, factory.trusted_proxies)
+        self._country = (vouched and proxy_country(request.headers.get("cf-ipcountry"))) or (
+            factory.countries.country_of(address)
         )
-        self._country = factory.countries.country_of(address)
         self._codec = choose_codec(request.protocols)
         return self._codec.subprotocol if self._codec.subprotocol in request.protocols else None
 
@@ -189,6 +199,12 @@ class SignalingProtocol(WebSocketServerProtocol):
         if self._hello_timer is not None and self._hello_timer.active():
             self._hello_timer.cancel()
         self._hello_timer = None
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        key, self._address_key = self._address_key, None
+        if key is not None:
+            self.factory.connections_per_address.release(key)
+        super().connectionLost(reason)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self._cancel_hello_timer()
@@ -332,6 +348,7 @@ class SignalingFactory(WebSocketServerFactory):
         self.countries: ICountryLookup = countries or NoCountries()
         self.trusted_proxies = trusted_proxies
         self.failures = ThrottledFailureLog(clock)
+        self.connections_per_address = AddressCounter(limits.max_connections_per_address)
         self.setProtocolOptions(
             maxFramePayloadSize=limits.max_message_bytes,
             maxMessagePayloadSize=limits.max_message_bytes,

@@ -2,23 +2,8 @@
 
 from __future__ import annotations
 
-from socket import AF_INET6, inet_pton
-
+from vchat.addresses import address_key
 from vchat.ratelimit import TokenBucket
-from vchat.stun.message import unmap_ipv4
-
-
-def source_key(host: str) -> str | bytes:
-    """The key a source address is limited under: the IPv4 address, or the /64 an IPv6 address is in."""
-    if ":" not in host:
-        return host
-    host = unmap_ipv4(host)
-    if ":" not in host:
-        return host
-    try:
-        return inet_pton(AF_INET6, host.split("%", 1)[0])[:8]
-    except OSError:
-        return host
 
 
 class SourceLimiter:
@@ -50,7 +35,7 @@ class SourceLimiter:
         """Whether a request from `host` at `now` is within its limit (and count it)."""
         bucket = self._current.get(host)  # IPv4 sources, recently seen: the hot path
         if bucket is None:
-            bucket = self._bucket(host if ":" not in host else source_key(host), now)
+            bucket = self._bucket(host if ":" not in host else address_key(host), now)
         return bucket.take(now)
 
     def _bucket(self, key: str | bytes, now: float) -> TokenBucket:

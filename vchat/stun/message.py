@@ -16,6 +16,8 @@ import zlib
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from vchat.addresses import unmap_ipv4
+
 MAGIC_COOKIE = 0x2112A442
 MAGIC_COOKIE_BYTES = MAGIC_COOKIE.to_bytes(4, "big")
 HEADER_LENGTH = 20
@@ -261,13 +263,6 @@ def verify_fingerprint(data: bytes) -> bool:
         return False
     stored: int = _U32.unpack_from(data, start)[0]
     return compute_fingerprint(data[:offset]) == stored
-
-
-def unmap_ipv4(host: str) -> str:
-    """The IPv4 address inside an IPv4-mapped IPv6 address ("::ffff:192.0.2.1"), else `host` unchanged."""
-    if host[:7].lower() == "::ffff:" and "." in host:
-        return host[7:]
-    return host
 
 
 def _pack_ip(host: str) -> tuple[int, bytes]:

@@ -27,6 +27,7 @@ import zlib
 from dataclasses import dataclass
 from socket import inet_aton
 
+from vchat.addresses import unmap_ipv4
 from vchat.stun.message import (
     CHANGE_IP,
     CHANGE_PORT,
@@ -39,7 +40,6 @@ from vchat.stun.message import (
     encode_error_code,
     encode_unknown_attributes,
     encode_xor_address,
-    unmap_ipv4,
 )
 
 Address = tuple[str, int]
