@@ -21,7 +21,7 @@ async def server() -> AsyncIterator[RunningServer]:
 
     running = await start_server(reactor, "--resume-grace", "1")
     yield running
-    await running.service.stopService()
+    await running.stop()
 
 
 @pytest.fixture

@@ -81,4 +81,4 @@ async def test_countries_and_filters_end_to_end(country_db: str) -> None:
         assert matched["partner"] == {"country": "DE", "gender": "m", "lang": None}
         assert (await german.expect("matched"))["partner"]["country"] == "FR"
     finally:
-        await server.service.stopService()
+        await server.stop()

@@ -27,6 +27,7 @@ PURE_CORES = (
     "vchat.bot.behaviour",
     "vchat.bot.stats",
     "vchat.bot.fakesdp",
+    "vchat.store.records",
 )
 FORBIDDEN_IN_CORES = ("twisted", "zope", "autobahn", "geoip2")  # not even an interface: plain Python
 
@@ -49,7 +50,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "vchat.options",
         "vchat.failurelog",
     ),
-    ("vchat.stun", "vchat.geo", "vchat.listener"),
+    ("vchat.stun", "vchat.geo", "vchat.listener", "vchat.store"),
     ("vchat.protocol",),
     ("vchat.bot",),
     ("vchat.tap",),

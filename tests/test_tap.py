@@ -18,6 +18,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.usage import UsageError
 
 from vchat.protocol.service import SignalingService
+from vchat.store.service import StoreService
 from vchat.stun.message import Attr, parse_message
 from vchat.stun.service import StunService
 from vchat.stun.testing import binding_request
@@ -108,16 +109,17 @@ def test_bad_config_files(tmp_path: Path, text: str, message: str) -> None:
 
 def test_service_tree() -> None:
     service = makeService(parse("--ws", "tcp:0:interface=127.0.0.1"), reactor)
-    assert [child.name for child in service] == ["open-files-limit", "signaling", "stun"]
+    assert [child.name for child in service] == ["open-files-limit", "store", "signaling", "stun"]
+    assert isinstance(service.getServiceNamed("store"), StoreService)
     assert isinstance(service.getServiceNamed("signaling"), SignalingService)
     assert isinstance(service.getServiceNamed("stun"), StunService)
     no_stun = makeService(parse("--ws", "tcp:0:interface=127.0.0.1", "--stun-udp", "0"), reactor)
-    assert [child.name for child in no_stun] == ["open-files-limit", "signaling"]
+    assert [child.name for child in no_stun] == ["open-files-limit", "store", "signaling"]
 
 
 @pytest_twisted.ensureDeferred
-async def test_listen_failure_is_reported() -> None:
-    first = makeService(parse("--ws", "tcp:0:interface=127.0.0.1"), reactor)
+async def test_listen_failure_is_reported(tmp_path: Path) -> None:
+    first = makeService(parse("--ws", "tcp:0:interface=127.0.0.1", "--data-dir", str(tmp_path)), reactor)
     first.startService()
     port = await first.getServiceNamed("signaling").whenListening()
     failures: list[bool] = []

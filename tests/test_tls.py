@@ -78,4 +78,4 @@ async def test_hello_over_tls(tmp_path: Path) -> None:
         client.sendClose()
         await client.wait_closed()
     finally:
-        await server.service.stopService()
+        await server.stop()

@@ -566,4 +566,4 @@ async def test_a_client_that_does_not_read_is_dropped_not_buffered() -> None:
         notice = await a.expect("partner_reconnecting", timeout=10)
         assert notice["match_id"] == matched["match_id"]
     finally:
-        await server.service.stopService()
+        await server.stop()

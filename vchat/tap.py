@@ -19,6 +19,8 @@ from vchat.protocol.switchboard import Switchboard
 from vchat.protocol.websocket import ConnectionLimits, SignalingFactory
 from vchat.reactors import IServerReactor, installed_reactor
 from vchat.rlimit import OpenFilesLimitService
+from vchat.store.service import StoreService
+from vchat.store.sqlite import open_sqlite_store
 from vchat.stun.config import STUN_SETTINGS, StunConfig, stun_config
 from vchat.stun.service import StunService
 
@@ -33,7 +35,14 @@ SETTINGS = (
         "data-dir",
         "./vchat-data",
         text,
-        "directory for durable state (unused until bans and reports are stored)",
+        "directory for bans, reports and moderation records (vchat.sqlite3), created with mode 0700",
+    ),
+    Setting(
+        "report-retention",
+        2592000.0,
+        number,
+        "seconds an open report keeps its snapshot (30 days); a dismissed one loses it at once",
+        0,
     ),
     Setting(
         "max-message-bytes",
@@ -165,6 +174,12 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Mult
     root = MultiService()
     OpenFilesLimitService().setServiceParent(root)
     stop = partial(stop_running, reactor)
+    StoreService(
+        partial(open_sqlite_store, reactor, options["data-dir"]),
+        reactor,
+        on_failure=stop,
+        report_retention=options["report-retention"],
+    ).setServiceParent(root)
     countries: ICountryLookup = NoCountries()
     if options["geoip-db"]:
         geoip = GeoIPService(options["geoip-db"], reactor, on_failure=stop)

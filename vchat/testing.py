@@ -3,6 +3,8 @@ and the signaling endpoint on a driven clock, with clients connected to it in me
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 from urllib.parse import urlparse
@@ -166,6 +168,12 @@ class RunningServer:
     service: MultiService
     url: str
     reactor: IServerReactor
+    data_dir: str
+
+    async def stop(self) -> None:
+        """Stop the service tree and remove its data directory."""
+        await self.service.stopService()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
 
     async def client(
         self,
@@ -197,14 +205,18 @@ class RunningServer:
 async def start_server(reactor: IServerReactor, *args: str) -> RunningServer:
     """Start `twistd vchat`'s service tree in `reactor`, listening on an ephemeral loopback port.
 
-    `args` are `twistd vchat` options; STUN is off unless they turn it on.
+    `args` are `twistd vchat` options; STUN is off unless they turn it on, and the data directory is a fresh
+    temporary one that `RunningServer.stop` removes.
     """
+    data_dir = tempfile.mkdtemp(prefix="vchat-test-")
     options = Options()
-    options.parseOptions(["--ws", "tcp:0:interface=127.0.0.1", "--stun-udp", "0", *args])
+    options.parseOptions(
+        ["--ws", "tcp:0:interface=127.0.0.1", "--stun-udp", "0", "--data-dir", data_dir, *args]
+    )
     service = makeService(options, reactor)
     service.startService()
     port = await service.getServiceNamed("signaling").whenListening()
-    return RunningServer(service, f"ws://127.0.0.1:{port.getHost().port}/ws", reactor)
+    return RunningServer(service, f"ws://127.0.0.1:{port.getHost().port}/ws", reactor, data_dir)
 
 
 _SERVER_ADDRESS = IPv4Address("TCP", "127.0.0.1", 8080)

@@ -1,0 +1,93 @@
+"""`IStore`: everything that must survive a restart, behind one narrow interface (SQLite now, Redis later)."""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred
+from zope.interface import Interface
+
+from vchat.store.records import (
+    Ban,
+    Flag,
+    FlagStatus,
+    NewBan,
+    NewFlag,
+    NewReport,
+    Report,
+    ReportStatus,
+    Snapshot,
+)
+
+
+class StoreError(Exception):
+    """The store cannot be opened or used; the message tells a person which file and what to do."""
+
+
+class AlreadyResolved(Exception):
+    """The report or flag was resolved before: a second moderator's decision changes nothing."""
+
+
+class IStore(Interface):
+    """Bans, reports and moderation flags, kept across restarts.
+
+    Every method returns a Deferred and never blocks the reactor. The store reads no clock: callers pass
+    `now`. An unknown id gives None, never an error. Records are kept for good; what expires is snapshots
+    (images): a ban's when the ban ends, an open report's after the report retention, a dismissed report's at
+    once. Chat text is kept only as a `chat_abuse` ban's messages.
+    """
+
+    def add_ban(ban: NewBan, snapshot: Snapshot | None) -> Deferred[Ban]:
+        """Store a ban (with an image of the offender, kept until the ban ends)."""
+
+    def get_ban(ban_id: str) -> Deferred[Ban | None]:
+        """The ban with this id."""
+
+    def list_bans(active: bool | None, now: float, limit: int) -> Deferred[list[Ban]]:
+        """Up to `limit` bans, newest first: those active at `now` (True), those ended by then (False), or all."""
+
+    def find_active_bans(
+        now: float, user_id: str | None, ip: str | None, device_id: str | None
+    ) -> Deferred[list[Ban]]:
+        """The bans active at `now` that bar any of these identities, newest first; an IP ban bars every
+        address in its network. Fails with ValueError if `ip` is not an address."""
+
+    def end_ban(ban_id: str, now: float) -> Deferred[Ban | None]:
+        """Lift a ban at `now` (a ban already over stays as it was) and delete its snapshot."""
+
+    def ban_snapshot(ban_id: str) -> Deferred[Snapshot | None]:
+        """The ban's snapshot while it is kept."""
+
+    def add_report(report: NewReport, snapshot: Snapshot | None) -> Deferred[Report]:
+        """Store an open report (with an image of the reported user, kept while the report is open)."""
+
+    def get_report(report_id: str) -> Deferred[Report | None]:
+        """The report with this id."""
+
+    def list_reports(status: ReportStatus, limit: int) -> Deferred[list[Report]]:
+        """Up to `limit` reports with this status, oldest first (the review queue's order)."""
+
+    def report_snapshot(report_id: str) -> Deferred[Snapshot | None]:
+        """The report's snapshot while it is kept."""
+
+    def resolve_report(report_id: str, now: float, ban: NewBan | None) -> Deferred[Report | None]:
+        """Decide an open report, in one transaction: with `ban`, store the ban (which takes over the report's
+        snapshot) and mark the report "banned"; without, mark it "dismissed" and delete its snapshot.
+        Fails with AlreadyResolved if the report is not open."""
+
+    def add_flag(flag: NewFlag) -> Deferred[Flag]:
+        """Store an open flag for review."""
+
+    def get_flag(flag_id: str) -> Deferred[Flag | None]:
+        """The flag with this id."""
+
+    def list_flags(status: FlagStatus, limit: int) -> Deferred[list[Flag]]:
+        """Up to `limit` flags with this status, oldest first."""
+
+    def resolve_flag(flag_id: str, now: float) -> Deferred[Flag | None]:
+        """Mark an open flag resolved; fails with AlreadyResolved if it is not open."""
+
+    def purge(now: float, report_retention: float) -> Deferred[float | None]:
+        """Delete every snapshot due by `now` (of bans ended by then, of open reports `report_retention`
+        seconds old or older); fires with when the next kept snapshot falls due, None if none ever will."""
+
+    def close() -> Deferred[None]:
+        """Release the store; later calls fail with StoreError."""
