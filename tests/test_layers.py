@@ -28,6 +28,7 @@ PURE_CORES = (
     "vchat.bot.stats",
     "vchat.bot.fakesdp",
     "vchat.store.records",
+    "vchat.moderation.banlist",
 )
 FORBIDDEN_IN_CORES = ("twisted", "zope", "autobahn", "geoip2")  # not even an interface: plain Python
 
@@ -50,8 +51,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "vchat.options",
         "vchat.failurelog",
     ),
-    ("vchat.stun", "vchat.geo", "vchat.listener", "vchat.store"),
+    ("vchat.stun", "vchat.geo", "vchat.listener", "vchat.store", "vchat.moderation.banlist"),
     ("vchat.protocol",),
+    ("vchat.moderation",),
     ("vchat.bot",),
     ("vchat.tap",),
     ("vchat.testing",),

@@ -90,3 +90,19 @@ def test_invalid_messages(raw: dict, code: ErrorCode) -> None:
 def test_bad_request_ids(rid: object) -> None:
     with pytest.raises(ProtocolError):
         request_id({"type": "ping", "id": rid})
+
+
+@pytest.mark.parametrize("device_id", ["a", "Zx_9-" * 12 + "abcd", None])
+def test_hello_takes_a_device_id(device_id: str | None) -> None:
+    raw = {"type": "hello", "age_confirmed": True, "gender": "u", "client": {"device_id": device_id}}
+    hello = Hello.parse(raw)
+    assert hello.device_id == device_id
+    assert Hello.parse({"type": "hello", "age_confirmed": True, "gender": "u"}).device_id is None
+
+
+@pytest.mark.parametrize("device_id", ["", "x" * 65, "has space", "dot.dot", "ü", 7, True, ["a"]])
+def test_a_bad_device_id_is_a_bad_message(device_id: object) -> None:
+    raw = {"type": "hello", "age_confirmed": True, "gender": "u", "client": {"device_id": device_id}}
+    with pytest.raises(ProtocolError) as raised:
+        Hello.parse(raw)
+    assert raised.value.code is ErrorCode.BAD_MESSAGE and raised.value.close is None

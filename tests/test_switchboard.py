@@ -7,7 +7,8 @@ from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
 from vchat.matching import MatchingEngine
-from vchat.protocol.errors import ErrorCode, ProtocolError
+from vchat.protocol.bans import BanNotice
+from vchat.protocol.errors import CloseCode, ErrorCode, ProtocolError
 from vchat.protocol.messages import Hello, Search
 from vchat.protocol.session import IPeer, Session, SessionState
 from vchat.protocol.switchboard import Switchboard
@@ -153,3 +154,44 @@ def test_illegal_state_moves_are_refused() -> None:
     session.enter(SessionState.CLOSED)
     with pytest.raises(RuntimeError):
         session.enter(SessionState.IDLE)
+
+
+def test_close_banned_ends_the_sessions_picked(board: Switchboard, clock: Clock) -> None:
+    a, pa = join(board)
+    b, pb = join(board, "f")
+    c, pc = join(board)
+    board.search(a, ANY)
+    board.search(b, ANY)
+    board.search(c, ANY)
+    for peer in (pa, pb, pc):
+        peer.take()
+    notice = BanNotice("spam", 1234.5)
+    assert board.close_banned(lambda session: notice if session in (a, c) else None) == 2
+    assert pa.sent == [{"type": "banned", "reason": "spam", "until": 1235}]
+    assert pa.closed_with is not None and pa.closed_with[0] == CloseCode.BANNED == 4004
+    assert pc.types() == ["banned"] and pb.types() == ["partner_left"]
+    assert pb.sent[0]["reason"] == "disconnect" and pb.closed_with is None
+    assert a.state is c.state is SessionState.CLOSED and b.state is SessionState.IDLE
+    assert board.waiting == 0 and board.sessions == 1 and board.online == 1
+    assert board.close_banned(lambda session: None) == 0
+
+
+def test_the_token_of_a_banned_session_names_it_for_the_grace_window(
+    board: Switchboard, clock: Clock
+) -> None:
+    a, _ = join(board)
+    token = a.resume_token
+    assert board.resumed_id(token) == a.session_id
+    assert board.resumed_id(None) is None and board.resumed_id("unknown") is None
+    board.close_banned(lambda session: BanNotice("spam", None))
+    assert board.resumed_id(token) == a.session_id
+    clock.advance(15.0)
+    assert board.resumed_id(token) is None
+
+
+def test_a_session_keeps_its_address_and_device_id(board: Switchboard) -> None:
+    peer = RecordingPeer()
+    session = board.open(Hello("m", None, {}, None, "dev-1"), peer, country=None, address="192.0.2.1")
+    assert (session.address, session.device_id) == ("192.0.2.1", "dev-1")
+    resumed = board.open(Hello("m", None, {}, session.resume_token), RecordingPeer(), None, address="::1")
+    assert resumed is session and (session.address, session.device_id) == ("::1", None)

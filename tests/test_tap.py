@@ -109,12 +109,18 @@ def test_bad_config_files(tmp_path: Path, text: str, message: str) -> None:
 
 def test_service_tree() -> None:
     service = makeService(parse("--ws", "tcp:0:interface=127.0.0.1"), reactor)
-    assert [child.name for child in service] == ["open-files-limit", "store", "signaling", "stun"]
+    assert [child.name for child in service] == [
+        "open-files-limit",
+        "store",
+        "moderation",
+        "signaling",
+        "stun",
+    ]
     assert isinstance(service.getServiceNamed("store"), StoreService)
     assert isinstance(service.getServiceNamed("signaling"), SignalingService)
     assert isinstance(service.getServiceNamed("stun"), StunService)
     no_stun = makeService(parse("--ws", "tcp:0:interface=127.0.0.1", "--stun-udp", "0"), reactor)
-    assert [child.name for child in no_stun] == ["open-files-limit", "store", "signaling"]
+    assert [child.name for child in no_stun] == ["open-files-limit", "store", "moderation", "signaling"]
 
 
 @pytest_twisted.ensureDeferred

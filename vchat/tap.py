@@ -13,6 +13,7 @@ from vchat.geo import GeoIPService, ICountryLookup, NoCountries
 from vchat.ice import IcePolicy, turn_url
 from vchat.listener import stop_running
 from vchat.matching import MatchingEngine
+from vchat.moderation.service import ModerationService
 from vchat.options import Setting, SettingsOptions, integer, number, server_endpoint, text
 from vchat.protocol.service import SignalingService
 from vchat.protocol.switchboard import Switchboard
@@ -174,19 +175,22 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Mult
     root = MultiService()
     OpenFilesLimitService().setServiceParent(root)
     stop = partial(stop_running, reactor)
-    StoreService(
+    store = StoreService(
         partial(open_sqlite_store, reactor, options["data-dir"]),
         reactor,
         on_failure=stop,
         report_retention=options["report-retention"],
-    ).setServiceParent(root)
+    )
+    store.setServiceParent(root)
+    moderation = ModerationService(store, switchboard, reactor, on_failure=stop)
+    moderation.setServiceParent(root)
     countries: ICountryLookup = NoCountries()
     if options["geoip-db"]:
         geoip = GeoIPService(options["geoip-db"], reactor, on_failure=stop)
         geoip.setServiceParent(root)
         countries = geoip
     factory = SignalingFactory(
-        switchboard, options.limits(), reactor, countries, tuple(options["trusted-proxy"])
+        switchboard, options.limits(), reactor, countries, tuple(options["trusted-proxy"]), bans=moderation
     )
     endpoint = serverFromString(reactor, options["ws"])
     SignalingService(endpoint, factory, on_failure=stop).setServiceParent(root)

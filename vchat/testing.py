@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.application.service import MultiService
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import Deferred, DeferredQueue
+from twisted.internet.defer import Deferred, DeferredQueue, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IReactorTime, IStreamClientEndpoint
 from twisted.internet.testing import MemoryReactorClock
@@ -25,11 +25,15 @@ from vchat.addresses import Network
 from vchat.geo import ICountryLookup
 from vchat.ice import IcePolicy
 from vchat.matching import MatchingEngine
+from vchat.moderation.service import ModerationService
+from vchat.protocol.bans import IBanCheck
 from vchat.protocol.codec import CODECS, JSON, JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL, Codec
 from vchat.protocol.session import IPeer
 from vchat.protocol.switchboard import Switchboard
 from vchat.protocol.websocket import ClockTimers, ConnectionLimits, SignalingFactory, SignalingProtocol
 from vchat.reactors import IServerReactor
+from vchat.store.interface import IStore
+from vchat.store.service import StoreService
 from vchat.tap import Options, makeService
 
 CloseInfo = tuple[bool, int | None, str | None]
@@ -236,11 +240,21 @@ class MemoryServer:
         ice: IcePolicy | None = None,
         countries: ICountryLookup | None = None,
         trusted_proxies: tuple[Network, ...] = (),
+        bans: IBanCheck | None = None,
+        store: IStore | None = None,
     ) -> None:
+        """`bans` is asked at every hello; or, with `store` (one whose Deferreds fire at once, such as
+        `MemoryStore`), a started `ModerationService` on it is (as `moderation`)."""
         self.clock = MemoryReactorClock()
         self.switchboard = Switchboard(self.clock, MatchingEngine(), resume_grace, ice)
+        self.moderation: ModerationService | None = None
+        if store is not None:
+            stores = StoreService(lambda: succeed(store), self.clock, on_failure=lambda: None)
+            self.moderation = bans = ModerationService(stores, self.switchboard, self.clock)
+            stores.startService()
+            self.moderation.startService()
         self.factory = SignalingFactory(
-            self.switchboard, limits or ConnectionLimits(), self.clock, countries, trusted_proxies
+            self.switchboard, limits or ConnectionLimits(), self.clock, countries, trusted_proxies, bans
         )
         self._clients: list[MemoryClient] = []
 

@@ -28,6 +28,7 @@ class CloseCode(IntEnum):
     HELLO_REQUIRED = 4001
     AGE_REQUIRED = 4002
     REPLACED = 4003
+    BANNED = 4004
     TOO_MANY_ERRORS = 4008
 
 

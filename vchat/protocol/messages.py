@@ -21,6 +21,8 @@ MAX_COUNTRIES = 64
 MAX_CLIENT_FACTS = 16
 MAX_FACT_CHARS = 128
 MAX_LANG_CHARS = 35
+MAX_DEVICE_ID_CHARS = 64
+_DEVICE_ID = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_DEVICE_ID_CHARS}}}")
 _LANG = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8}){0,6}")
 _COUNTRY = re.compile(r"[A-Za-z]{2}")
 
@@ -56,6 +58,7 @@ class Hello:
     lang: str | None
     client: dict[str, ClientFact]
     resume: str | None
+    device_id: str | None = None  # `client.device_id`: the random id the client keeps, for device bans
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> Hello:
@@ -78,10 +81,15 @@ class Hello:
                 raise bad("client facts must be short strings, numbers, booleans or null")
             if isinstance(fact, str) and len(fact) > MAX_FACT_CHARS:
                 raise bad(f"client facts must be at most {MAX_FACT_CHARS} characters")
+        device_id = client.get("device_id")
+        if device_id is not None and not (isinstance(device_id, str) and _DEVICE_ID.fullmatch(device_id)):
+            raise bad(
+                f"client.device_id must be 1 to {MAX_DEVICE_ID_CHARS} characters of A-Z, a-z, 0-9, _ and -"
+            )
         resume = raw.get("resume")
         if resume is not None and not isinstance(resume, str):
             raise bad("resume must be a string")
-        return cls(gender, lang, client, resume)
+        return cls(gender, lang, client, resume, device_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,6 +59,8 @@ class Session:
     filters: Search | None = None
     match: Match | None = None
     away_timer: IDelayedCall | None = None
+    address: str | None = None  # the current connection's client address, for IP bans; never sent
+    device_id: str | None = None  # `hello.client.device_id`, for device bans
 
     def enter(self, state: SessionState) -> None:
         """Move to `state`, refusing moves the life cycle does not allow."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -10,6 +11,7 @@ from twisted.logger import Logger
 
 from vchat.ice import IcePolicy
 from vchat.matching import MatchingEngine, Pair, Seeker
+from vchat.protocol.bans import BanNotice
 from vchat.protocol.errors import CloseCode, ErrorCode, ProtocolError
 from vchat.protocol.messages import Hello, Search
 from vchat.protocol.session import IPeer, Match, Session, SessionState
@@ -37,6 +39,9 @@ class Switchboard:
         self._by_token: dict[str, Session] = {}
         self._online = 0
         self._poll_timer: IDelayedCall | None = None
+        # Resume tokens of sessions ended by a ban -> (session id, when forgotten), oldest first: a resume with
+        # one within the grace window is checked against the ban instead of quietly starting a fresh session.
+        self._banned_tokens: dict[str, tuple[str, float]] = {}
 
     @property
     def online(self) -> int:
@@ -55,22 +60,45 @@ class Switchboard:
 
     # --- life cycle -------------------------------------------------------------------------------------
 
-    def open(self, hello: Hello, peer: IPeer, country: str | None, host: str = "localhost") -> Session:
+    def open(
+        self,
+        hello: Hello,
+        peer: IPeer,
+        country: str | None,
+        host: str = "localhost",
+        address: str | None = None,
+    ) -> Session:
         """Start a session for `peer`, or resume the one its token names; sends `welcome`.
 
-        `host` is the host name the client connected to, for ICE URLs when no public host is configured.
+        `host` is the host name the client connected to, for ICE URLs when no public host is configured;
+        `address` is the client's address (kept on the session for IP bans, never sent).
         """
         session = self._by_token.pop(hello.resume, None) if hello.resume else None
         if session is None:
             session = self._new_session(hello, peer, country)
+            session.address = address
             self._send(session, self._welcome(session, host, resumed=False))
             return session
+        session.address, session.device_id = address, hello.device_id
         self._resume(session, peer, host)
         return session
+
+    def resumed_id(self, token: str | None) -> str | None:
+        """The id of the session a `hello`'s resume token names (also one a ban ended within the grace window),
+        for checking bans before the session is resumed; None for no token or an unknown one."""
+        if token is None:
+            return None
+        session = self._by_token.get(token)
+        if session is not None:
+            return session.session_id
+        self._forget_banned_tokens()
+        banned = self._banned_tokens.get(token)
+        return banned[0] if banned is not None else None
 
     def _new_session(self, hello: Hello, peer: IPeer, country: str | None) -> Session:
         session_id = secrets.token_urlsafe(12)
         session = Session(session_id, hello.gender, country, hello.lang, self._new_token(), peer)
+        session.device_id = hello.device_id
         self._sessions[session_id] = session
         self._by_token[session.resume_token] = session
         self._online += 1
@@ -160,11 +188,42 @@ class Switchboard:
         self._by_token.pop(session.resume_token, None)
         self._log.info("session {session_id} ended", session_id=session.session_id)
 
+    def close_banned(self, notice_for: Callable[[Session], BanNotice | None]) -> int:
+        """End every session that a ban issued now bars (`notice_for` gives its notice, None if none does): its
+        client gets `banned` and is closed with 4004, a partner gets `partner_left` reason "disconnect", a
+        search leaves the queue, and a session waiting to be resumed ends too. Returns how many ended."""
+        banned = [
+            (session, notice)
+            for session in self._sessions.values()
+            if (notice := notice_for(session)) is not None
+        ]
+        self._forget_banned_tokens()
+        for session, notice in banned:
+            peer = session.peer
+            if peer is not None:
+                peer.send(notice.message())
+            grace_end = self._clock.seconds() + self._resume_grace
+            self._banned_tokens[session.resume_token] = (session.session_id, grace_end)
+            self.end(session)
+            if peer is not None:
+                peer.close(CloseCode.BANNED, "banned")
+            self._log.info("session {session_id} ended by a ban", session_id=session.session_id)
+        return len(banned)
+
+    def _forget_banned_tokens(self) -> None:
+        now = self._clock.seconds()
+        while self._banned_tokens:
+            token, (_, until) = next(iter(self._banned_tokens.items()))
+            if until > now:
+                return
+            del self._banned_tokens[token]
+
     def shutdown(self) -> None:
         """Close every connection (going away) and forget every session: the server is stopping."""
         if self._poll_timer is not None and self._poll_timer.active():
             self._poll_timer.cancel()
         self._poll_timer = None
+        self._banned_tokens.clear()
         for session in list(self._sessions.values()):
             peer = session.peer
             self.end(session)

@@ -18,6 +18,7 @@ from zope.interface import implementer
 from vchat.addresses import AddressCounter, Network, address_key, client_address, is_trusted, proxy_country
 from vchat.failurelog import ThrottledFailureLog
 from vchat.geo import ICountryLookup, NoCountries
+from vchat.protocol.bans import BanNotice, IBanCheck
 from vchat.protocol.codec import JSON, Codec, choose_codec
 from vchat.protocol.errors import CloseCode, ErrorCode, ProtocolError
 from vchat.protocol.messages import (
@@ -131,6 +132,7 @@ class SignalingProtocol(WebSocketServerProtocol):
         self._country: str | None = None
         self._backlog: OutgoingBacklog | None = None
         self._address_key: str | bytes | None = None
+        self._address: str | None = None
 
     # --- autobahn callbacks ---------------------------------------------------------------------------
 
@@ -145,6 +147,7 @@ class SignalingProtocol(WebSocketServerProtocol):
         if not factory.connections_per_address.acquire(key):
             raise ConnectionDeny(429, "too many connections from your address")
         self._address_key = key
+        self._address = address
         vouched = is_trusted(peer, factory.trusted_proxies)
         self._country = (vouched and proxy_country(request.headers.get("cf-ipcountry"))) or (
             factory.countries.country_of(address)
@@ -270,7 +273,24 @@ class SignalingProtocol(WebSocketServerProtocol):
         if self._session is not None:
             raise ProtocolError(ErrorCode.BAD_MESSAGE, "hello was already received")
         self._cancel_hello_timer()
-        self._session = self.factory.switchboard.open(hello, self, country=self._country, host=self._host)
+        switchboard, bans = self.factory.switchboard, self.factory.bans
+        if bans is not None:
+            notice = bans.check(switchboard.resumed_id(hello.resume), self._address, hello.device_id)
+            if notice is not None:
+                self._refuse_banned(notice, rid)
+                return
+        self._session = switchboard.open(
+            hello, self, country=self._country, host=self._host, address=self._address
+        )
+
+    def _refuse_banned(self, notice: BanNotice, rid: RequestId) -> None:
+        """Tell a banned client why and until when, and close with 4004; no session is started."""
+        reply = notice.message()
+        if rid is not None:
+            reply["re"] = rid
+        self.send(reply)
+        self._log.info("refusing a banned client")
+        self.sendClose(code=int(CloseCode.BANNED), reason="banned")
 
     def handle_search(self, search: Search, rid: RequestId) -> None:
         self.factory.switchboard.search(self._require_session(), search)
@@ -339,6 +359,7 @@ class SignalingFactory(WebSocketServerFactory):
         clock: IReactorTime,
         countries: ICountryLookup | None = None,
         trusted_proxies: tuple[Network, ...] = (),
+        bans: IBanCheck | None = None,
     ) -> None:
         super().__init__(reactor=clock)
         self._batched_timer = ClockTimers(clock)
@@ -347,6 +368,7 @@ class SignalingFactory(WebSocketServerFactory):
         self.clock = clock
         self.countries: ICountryLookup = countries or NoCountries()
         self.trusted_proxies = trusted_proxies
+        self.bans = bans  # asked at every hello; None: nobody is banned
         self.failures = ThrottledFailureLog(clock)
         self.connections_per_address = AddressCounter(limits.max_connections_per_address)
         self.setProtocolOptions(

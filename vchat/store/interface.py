@@ -44,6 +44,9 @@ class IStore(Interface):
     def list_bans(active: bool | None, now: float, limit: int) -> Deferred[list[Ban]]:
         """Up to `limit` bans, newest first: those active at `now` (True), those ended by then (False), or all."""
 
+    def active_bans(now: float) -> Deferred[list[Ban]]:
+        """Every ban active at `now`, oldest first: what a ban index loads at start."""
+
     def find_active_bans(
         now: float, user_id: str | None, ip: str | None, device_id: str | None
     ) -> Deferred[list[Ban]]:

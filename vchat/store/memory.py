@@ -99,6 +99,11 @@ class MemoryStore:
         return sorted(chosen, key=_newest_first)[: _limit(limit)]
 
     @_deferred
+    def active_bans(self, now: float) -> list[Ban]:
+        chosen = (ban for ban in self._bans.values() if ban.active_at(now))
+        return sorted(chosen, key=lambda ban: (ban.created_at, ban.id))
+
+    @_deferred
     def find_active_bans(
         self, now: float, user_id: str | None, ip: str | None, device_id: str | None
     ) -> list[Ban]:

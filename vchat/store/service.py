@@ -99,6 +99,9 @@ class PurgingStore:
     def list_bans(self, active: bool | None, now: float, limit: int) -> Deferred[list[Ban]]:
         return self._store.list_bans(active, now, limit)
 
+    def active_bans(self, now: float) -> Deferred[list[Ban]]:
+        return self._store.active_bans(now)
+
     def find_active_bans(
         self, now: float, user_id: str | None, ip: str | None, device_id: str | None
     ) -> Deferred[list[Ban]]:

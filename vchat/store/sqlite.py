@@ -323,6 +323,11 @@ class Database:
         )
         return [_ban_of(row) for row in rows]
 
+    def active_bans(self, now: float) -> list[Ban]:
+        """See `IStore.active_bans`."""
+        rows = self._db.execute(f"{_BAN} WHERE {_ACTIVE} {_OLDEST_FIRST}", {"now": now})
+        return [_ban_of(row) for row in rows]
+
     def find_active_bans(
         self, now: float, user_id: str | None, ip: str | None, device_id: str | None
     ) -> list[Ban]:
@@ -603,6 +608,9 @@ class SQLiteStore:
 
     def list_bans(self, active: bool | None, now: float, limit: int) -> Deferred[list[Ban]]:
         return self._call(self._database.list_bans, active, now, limit)
+
+    def active_bans(self, now: float) -> Deferred[list[Ban]]:
+        return self._call(self._database.active_bans, now)
 
     def find_active_bans(
         self, now: float, user_id: str | None, ip: str | None, device_id: str | None

@@ -172,6 +172,17 @@ class StoreContract:
             assert ids(await store.list_bans(True, 1e12, 10)) == [permanent.id]
 
     @store_test
+    async def test_every_active_ban_oldest_first(self, tmp_path: Path) -> None:
+        async with self.opened(tmp_path) as store:
+            assert await store.active_bans(1000.0) == []
+            timed = await store.add_ban(a_ban(created_at=1000.0, ends_at=2000.0), None)
+            permanent = await store.add_ban(ip_ban("10.0.0.0/8", created_at=900.0, ends_at=None), None)
+            lifted = await store.add_ban(a_ban(created_at=800.0, ends_at=None), None)
+            await store.end_ban(lifted.id, 1100.0)
+            assert await store.active_bans(1500.0) == [permanent, timed]
+            assert await store.active_bans(2000.0) == [permanent]
+
+    @store_test
     async def test_lifting_a_ban(self, tmp_path: Path) -> None:
         async with self.opened(tmp_path) as store:
             ban = await store.add_ban(a_ban(created_at=1000.0, ends_at=2000.0), jpeg(b"face"))
