@@ -117,6 +117,13 @@ near_valid = st.one_of(
             "client": mostly(
                 st.dictionaries(st.text(max_size=10), scalars, max_size=4)
                 | st.dictionaries(st.text(max_size=130), values, max_size=17)
+                | st.fixed_dictionaries(
+                    {
+                        "device_id": mostly(
+                            st.sampled_from(["d-1_A", "x" * 64, "x" * 65, "", "d 1", "d\u00e9"])
+                        )
+                    }
+                )
             ),
             "resume": mostly(st.text(max_size=8)),
         },
@@ -194,6 +201,8 @@ def test_near_valid_messages(raw: dict[str, Any]) -> None:
         {"type": "chat", "match_id": "m", "text": "x" * 1001},
         {"type": "chat", "match_id": "m", "text": " \n"},
         {"type": ["hello"]},
+        {"type": "hello", "age_confirmed": True, "gender": "f", "client": {"device_id": ["d"]}},
+        {"type": "hello", "age_confirmed": True, "gender": "f", "client": {"device_id": "x" * 65}},
     ],
 )
 def test_known_bad_shapes(codec: Codec, raw: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ from zope.interface.verify import verifyObject
 from vchat.geo import ICountryLookup
 from vchat.ice import IcePolicy
 from vchat.matching import MatchingEngine
+from vchat.protocol.bans import BanNotice, IBanCheck
 from vchat.protocol.codec import JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL, encode_json, encode_msgpack
 from vchat.protocol.session import IPeer
 from vchat.protocol.switchboard import Switchboard
@@ -567,3 +568,19 @@ async def test_a_client_that_does_not_read_is_dropped_not_buffered() -> None:
         assert notice["match_id"] == matched["match_id"]
     finally:
         await server.stop()
+
+
+@implementer(IBanCheck)
+class BrokenBanCheck:
+    """A ban check with a bug."""
+
+    def check(self, user_id: str | None, ip: str | None, device_id: str | None) -> BanNotice | None:
+        raise RuntimeError("a bug in the ban check")
+
+
+def test_a_broken_ban_check_lets_clients_in_and_is_logged() -> None:
+    memory = MemoryServer(bans=BrokenBanCheck())
+    with capturedLogs() as events:
+        for _ in range(3):
+            assert memory.client().hello()["type"] == "welcome"
+    assert [event["what"] for event in events if event.get("what")] == ["checking bans"] * 3

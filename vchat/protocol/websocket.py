@@ -275,13 +275,22 @@ class SignalingProtocol(WebSocketServerProtocol):
         self._cancel_hello_timer()
         switchboard, bans = self.factory.switchboard, self.factory.bans
         if bans is not None:
-            notice = bans.check(switchboard.resumed_id(hello.resume), self._address, hello.device_id)
+            notice = self._ban_notice(bans, switchboard.resumed_id(hello.resume), hello.device_id)
             if notice is not None:
                 self._refuse_banned(notice, rid)
                 return
         self._session = switchboard.open(
             hello, self, country=self._country, host=self._host, address=self._address
         )
+
+    def _ban_notice(self, bans: IBanCheck, user_id: str | None, device_id: str | None) -> BanNotice | None:
+        """The ban that bars this client, if any. A bug in the check lets the client in (and is logged within
+        the budget) rather than shutting every client out of the service."""
+        try:
+            return bans.check(user_id, self._address, device_id)
+        except Exception:
+            self.factory.failures.failure("checking bans")
+            return None
 
     def _refuse_banned(self, notice: BanNotice, rid: RequestId) -> None:
         """Tell a banned client why and until when, and close with 4004; no session is started."""
