@@ -9,7 +9,9 @@ on `sys.path`; `importlib` from the tests), not installed with vchat.
 - `check_signaling_frame`: a WebSocket frame through each codec's `decode`, then `request_id`,
   `message_type` and `parse_message`. Only `ProtocolError` may come out, and what the server would send
   back (the relayed `signal`, `chat` and `typing`, `pong`, `error`) must encode with both codecs and decode
-  to the same map: a JSON client and a msgpack client may be matched with each other.
+  to the same map: a JSON client and a msgpack client may be matched with each other. Bytes (msgpack `bin`)
+  come out of decoding only as a `report`'s `snapshot`, and a parsed `report`'s snapshot is a JPEG or PNG of
+  at most 256 KiB. `starts_as_report` never changes its mind as more of a frame arrives.
 - `check_stun_message`: `vchat.stun.message.parse_message` accepts exactly the well-framed messages (checked
   against a reference walk written here), refuses the rest with `StunError` only, and `encode_message` gives
   back the same bytes but for the padding (which it writes as zeros).
@@ -33,7 +35,7 @@ from typing import Any, get_args
 import msgpack
 
 from vchat.addresses import unmap_ipv4
-from vchat.protocol.codec import CODECS, MSGPACK, Codec
+from vchat.protocol.codec import CODECS, MSGPACK, REPORT_HEAD_BYTES, Codec, starts_as_report
 from vchat.protocol.errors import ErrorCode, ProtocolError
 from vchat.protocol.messages import (
     CLIENT_TYPES,
@@ -41,12 +43,14 @@ from vchat.protocol.messages import (
     ClientMessage,
     Hello,
     Ping,
+    Report,
     Signal,
     Typing,
     message_type,
     parse_message,
     request_id,
 )
+from vchat.protocol.snapshot import MAX_SNAPSHOT_BYTES
 from vchat.stun import message as stun
 from vchat.stun.message import (
     CHANGE_IP,
@@ -90,13 +94,28 @@ def check_signaling_frame(data: bytes) -> None:
 
 def check_frame(codec: Codec, data: bytes) -> None:
     """One frame through one codec: only `ProtocolError` may come out of decoding and validation."""
+    _check_report_head(codec, data)
     try:
         raw = codec.decode(data)
     except ProtocolError as error:
         _check_error(error, None)
         return
     assert type(raw) is dict, f"{codec.subprotocol} decoded {type(raw).__name__}, not a map"
+    if type(raw.get("snapshot")) is bytes:
+        assert codec is MSGPACK and raw.get("type") == "report", "bytes outside a msgpack report's snapshot"
+        assert all(type(value) is not bytes for key, value in raw.items() if key != "snapshot")
     check_raw_message(raw)
+
+
+def _check_report_head(codec: Codec, data: bytes) -> None:
+    """`starts_as_report` decides by the first REPORT_HEAD_BYTES bytes at most, and never changes its mind."""
+    decided: bool | None = None
+    for end in range(min(len(data), REPORT_HEAD_BYTES + 1) + 1):
+        verdict = starts_as_report(data[:end], codec.binary)
+        if decided is not None:
+            assert verdict is decided, f"starts_as_report changed its mind at byte {end}"
+        decided = verdict
+    assert decided is not None or len(data) < REPORT_HEAD_BYTES
 
 
 def check_raw_message(raw: dict[str, Any]) -> None:
@@ -123,6 +142,10 @@ def check_raw_message(raw: dict[str, Any]) -> None:
         return
     assert isinstance(message, _MESSAGE_CLASSES), f"parse_message returned {message!r}"
     assert kind == message.TYPE
+    if isinstance(message, Report) and message.snapshot is not None:
+        image = message.snapshot.data
+        assert 0 < len(image) <= MAX_SNAPSHOT_BYTES
+        assert image.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")), "a snapshot that is no image"
     for relayed in _sent_for(message):
         _check_sendable(relayed)
 

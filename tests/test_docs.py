@@ -18,7 +18,7 @@ README = (ROOT / "README.md").read_text()
 STUN_GUIDE = (ROOT / "docs" / "stun-turn.md").read_text()
 SERVER_TYPES = {
     "welcome", "searching", "matched", "signal", "chat", "typing", "idle", "partner_left",
-    "partner_reconnecting", "partner_resumed", "pong", "error", "banned",
+    "partner_reconnecting", "partner_resumed", "pong", "error", "banned", "reported",
 }  # fmt: skip
 
 

@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vchat.protocol.codec import CODECS, JSON, MSGPACK, Codec
-from vchat.protocol.messages import CLIENT_TYPES, GENDERS, WANTS
+from vchat.protocol.messages import CLIENT_TYPES, GENDERS, REPORT_REASONS, WANTS
 from vchat.stun.message import (
     MAGIC_COOKIE,
     Attr,
@@ -66,7 +66,7 @@ def test_regressions(target: str, name: str, data: bytes) -> None:
 # --- signaling messages ---------------------------------------------------------------------------------
 
 FIELDS = ["type", "id", "age_confirmed", "gender", "lang", "client", "resume", "want", "countries"]
-FIELDS += ["match_id", "payload", "text"]
+FIELDS += ["match_id", "payload", "text", "reason", "comment", "snapshot"]
 scalars = (
     st.none()
     | st.booleans()
@@ -101,6 +101,7 @@ def mostly(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     return st.one_of(strategy, strategy, strategy, values)
 
 
+MAGICS = [b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"\xff\xd8", b"GIF89a"]
 ids = st.integers(-(2**64), 2**64) | st.text(max_size=8) | st.sampled_from(["x" * 64, "x" * 65]) | values
 match_ids = mostly(st.text(max_size=8))
 extra = {"id": ids, "junk": values}
@@ -148,6 +149,19 @@ near_valid = st.one_of(
         },
     ),
     st.fixed_dictionaries({"type": st.just("typing"), "match_id": match_ids}, optional=extra),
+    st.fixed_dictionaries(
+        {"type": st.just("report"), "match_id": match_ids},
+        optional={
+            **extra,
+            "reason": mostly(st.sampled_from(sorted(REPORT_REASONS))),
+            "comment": mostly(st.text(max_size=8) | st.sampled_from(["", "x" * 500, "x" * 501])),
+            "snapshot": mostly(
+                st.sampled_from(["/9j/4A==", "iVBORw0KGgo=", "R0lGODlh", "/9j/4A", "", "\u00e9"])
+                | st.builds(lambda magic, rest: magic + rest, st.sampled_from(MAGICS), st.binary(max_size=8))
+                | st.binary(max_size=12)
+            ),
+        },
+    ),
     st.fixed_dictionaries({"type": st.sampled_from(["next", "stop", "ping"])}, optional=extra),
     st.fixed_dictionaries(
         {"type": st.sampled_from([*sorted(CLIENT_TYPES), "welcome", "", "HELLO"]) | values},
@@ -203,6 +217,10 @@ def test_near_valid_messages(raw: dict[str, Any]) -> None:
         {"type": ["hello"]},
         {"type": "hello", "age_confirmed": True, "gender": "f", "client": {"device_id": ["d"]}},
         {"type": "hello", "age_confirmed": True, "gender": "f", "client": {"device_id": "x" * 65}},
+        {"type": "report", "match_id": "m", "reason": ["spam"]},
+        {"type": "report", "match_id": "m", "reason": "spam", "comment": {"x": 1}},
+        {"type": "report", "match_id": "m", "reason": "spam", "snapshot": ["/9j/4A=="]},
+        {"type": "report", "match_id": "m", "reason": "spam", "snapshot": "/9j/" + "A" * 400_000},
     ],
 )
 def test_known_bad_shapes(codec: Codec, raw: dict[str, Any]) -> None:

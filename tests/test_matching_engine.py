@@ -484,6 +484,40 @@ def test_empty_containers_are_dropped() -> None:
 # Random interleavings against a brute-force reference
 
 
+def test_a_blocked_pair_is_never_matched_again() -> None:
+    engine = MatchingEngine(rematch_after=30.0)
+    pair_up(engine, woman("a"), man("b"), 0.0)
+    engine.block("a", "b")
+    assert engine.is_blocked("b", "a")
+    assert engine.search(woman("a"), 1.0) is None
+    assert engine.search(man("b"), 1.0) is None
+    assert engine.next_poll_at() is None  # recency would have lifted; the block does not
+    assert engine.poll(10_000.0) == []
+    assert engine.search(man("b"), 10_000.0) is None
+    assert engine.search(man("c"), 10_000.0) == Pair("a", "c")
+
+
+def test_a_block_drops_the_event_that_would_have_paired_them() -> None:
+    engine = MatchingEngine(rematch_after=30.0)
+    pair_up(engine, woman("a"), man("b"), 0.0)
+    assert engine.search(woman("a"), 1.0) is None
+    assert engine.search(man("b"), 1.0) is None
+    assert engine.next_poll_at() == 31.0
+    engine.block("b", "a")
+    assert engine.next_poll_at() is None
+    assert engine.poll(100.0) == []
+
+
+def test_forget_drops_blocks() -> None:
+    engine = MatchingEngine()
+    engine.block("a", "b")
+    engine.block("a", "c")
+    engine.block("a", "a")
+    engine.forget("a")
+    assert not engine.is_blocked("b", "a") and not engine.is_blocked("a", "c")
+    assert engine._blocked == {}
+
+
 class Reference:
     """A slow, obviously correct model of who may be matched with whom."""
 
@@ -492,6 +526,7 @@ class Reference:
         self.recent_seconds = recent_seconds
         self.rematch_after = rematch_after
         self.matches: dict[str, list[tuple[str, float]]] = {}
+        self.blocked: set[frozenset[str]] = set()
 
     def record(self, a: str, b: str, now: float) -> None:
         self.matches.setdefault(a, []).append((b, now))
@@ -499,6 +534,7 @@ class Reference:
 
     def forget(self, sid: str) -> None:
         self.matches.pop(sid, None)
+        self.blocked = {pair for pair in self.blocked if sid not in pair}
 
     def is_recent(self, me: str, other: str, now: float) -> bool:
         latest: dict[str, float] = {}
@@ -517,6 +553,8 @@ class Reference:
         if a.countries and b.country not in a.countries:
             return False
         if b.countries and a.country not in b.countries:
+            return False
+        if frozenset((a.session_id, b.session_id)) in self.blocked:
             return False
         if now >= a_since + self.rematch_after or now >= b_since + self.rematch_after:
             return True
@@ -629,6 +667,19 @@ class EngineMachine(RuleBasedStateMachine):
         self.waiting.pop(sid, None)
         self.end_chat(sid)
         self.ref.forget(sid)
+
+    @rule(a=st.sampled_from(SESSIONS), b=st.sampled_from(SESSIONS))
+    def block(self, a: str, b: str) -> None:
+        """One reports the other (mostly a partner, as in the server; any two here)."""
+        self.engine.block(a, b)
+        if a != b:
+            self.ref.blocked.add(frozenset((a, b)))
+
+    @precondition(lambda self: self.chatting)
+    @rule(data=st.data())
+    def report_partner(self, data: st.DataObject) -> None:
+        first = data.draw(st.sampled_from(sorted(self.chatting)))
+        self.block(first, self.chatting[first])
 
     @rule(sid=st.sampled_from(SESSIONS))
     def hang_up(self, sid: str) -> None:

@@ -79,6 +79,7 @@ def test_example_config_is_valid() -> None:
     [
         (["--message-rate", "fast"], "--message-rate"),
         (["--max-message-bytes", "10"], "at least"),
+        (["--max-report-bytes", "60000"], "at least --max-message-bytes"),
         (["--heartbeat", "0"], "--heartbeat"),
         (["--ws", "nonsense:1"], "--ws"),
         (["--config", "/nonexistent/vchat.toml"], "cannot read"),
@@ -119,6 +120,11 @@ def test_service_tree() -> None:
     assert isinstance(service.getServiceNamed("store"), StoreService)
     assert isinstance(service.getServiceNamed("signaling"), SignalingService)
     assert isinstance(service.getServiceNamed("stun"), StunService)
+    factory = service.getServiceNamed("signaling")._factory
+    moderation = service.getServiceNamed("moderation")
+    assert factory.bans is moderation and factory.reports is moderation
+    assert factory.limits.max_report_bytes == 409600
+    assert factory.maxMessagePayloadSize == 409600
     no_stun = makeService(parse("--ws", "tcp:0:interface=127.0.0.1", "--stun-udp", "0"), reactor)
     assert [child.name for child in no_stun] == ["open-files-limit", "store", "moderation", "signaling"]
 

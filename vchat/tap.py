@@ -53,6 +53,13 @@ SETTINGS = (
         128,
     ),
     Setting(
+        "max-report-bytes",
+        409600,
+        integer,
+        "largest report message accepted (with its snapshot); larger ones close with 1009",
+        128,
+    ),
+    Setting(
         "max-backlog-bytes",
         1048576,
         integer,
@@ -135,6 +142,8 @@ class Options(SettingsOptions):
         self.stun: StunConfig = stun_config(self)
         if self["turn-url"] and not self["turn-secret"]:
             raise usage.UsageError("--turn-url needs --turn-secret to issue TURN credentials")
+        if self["max-report-bytes"] < self["max-message-bytes"]:
+            raise usage.UsageError("--max-report-bytes must be at least --max-message-bytes")
 
     def ice_policy(self) -> IcePolicy:
         """What `welcome` tells clients about ICE servers."""
@@ -151,6 +160,7 @@ class Options(SettingsOptions):
         """The per-connection limits these options describe."""
         return ConnectionLimits(
             max_message_bytes=self["max-message-bytes"],
+            max_report_bytes=self["max-report-bytes"],
             message_rate=self["message-rate"],
             message_burst=self["message-burst"],
             max_bad_messages=self["max-bad-messages"],
@@ -190,7 +200,13 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Mult
         geoip.setServiceParent(root)
         countries = geoip
     factory = SignalingFactory(
-        switchboard, options.limits(), reactor, countries, tuple(options["trusted-proxy"]), bans=moderation
+        switchboard,
+        options.limits(),
+        reactor,
+        countries,
+        tuple(options["trusted-proxy"]),
+        bans=moderation,
+        reports=moderation,
     )
     endpoint = serverFromString(reactor, options["ws"])
     SignalingService(endpoint, factory, on_failure=stop).setServiceParent(root)

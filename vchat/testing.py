@@ -244,7 +244,7 @@ class MemoryServer:
         store: IStore | None = None,
     ) -> None:
         """`bans` is asked at every hello; or, with `store` (one whose Deferreds fire at once, such as
-        `MemoryStore`), a started `ModerationService` on it is (as `moderation`)."""
+        `MemoryStore`), a started `ModerationService` on it is (as `moderation`), which also stores reports."""
         self.clock = MemoryReactorClock()
         self.switchboard = Switchboard(self.clock, MatchingEngine(), resume_grace, ice)
         self.moderation: ModerationService | None = None
@@ -254,7 +254,13 @@ class MemoryServer:
             stores.startService()
             self.moderation.startService()
         self.factory = SignalingFactory(
-            self.switchboard, limits or ConnectionLimits(), self.clock, countries, trusted_proxies, bans
+            self.switchboard,
+            limits or ConnectionLimits(),
+            self.clock,
+            countries,
+            trusted_proxies,
+            bans,
+            reports=self.moderation,
         )
         self._clients: list[MemoryClient] = []
 

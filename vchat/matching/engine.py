@@ -103,10 +103,12 @@ class MatchingEngine:
     A past partner stays "recent" while it is among a user's last `recent_partners` distinct partners and less
     than `recent_seconds` have passed since their latest match; a pair is blocked if either one is recent for
     the other. Once either of two users has waited `rematch_after` seconds or more, recency no longer keeps
-    them apart. Time is never read: every call that needs it takes `now` (seconds, non-decreasing).
+    them apart. A pair `block`ed (one reported the other) is never matched again. Time is never read: every
+    call that needs it takes `now` (seconds, non-decreasing).
     """
 
     __slots__ = (
+        "_blocked",
         "_entries",
         "_event_limit",
         "_events",
@@ -133,6 +135,8 @@ class MatchingEngine:
         self._rematch_after = float(rematch_after)
         self._entries: dict[str, _Entry] = {}
         self._history: dict[str, dict[str, float]] = {}
+        # session id -> the sessions it is never to be matched with (a reported pair), both ways.
+        self._blocked: dict[str, set[str]] = {}
         self._seq = count()
         # gender -> want -> table. The nine tables always exist; the partitions inside exist only while
         # non-empty, and so do the per-country FIFOs inside a partition.
@@ -184,9 +188,34 @@ class MatchingEngine:
         return True
 
     def forget(self, session_id: str) -> None:
-        """Take a user out of the queue and drop its recent-partner history, for a session closed for good."""
+        """Take a user out of the queue and drop its recent-partner history and blocks, for a session closed
+        for good."""
         self.cancel(session_id)
         self._history.pop(session_id, None)
+        for other in self._blocked.pop(session_id, ()):
+            others = self._blocked[other]
+            others.discard(session_id)
+            if not others:
+                del self._blocked[other]
+
+    def block(self, a: str, b: str) -> None:
+        """Never match `a` and `b` with each other again, however long they wait (one reported the other);
+        the block lasts until either is forgotten."""
+        if a == b:
+            return
+        self._blocked.setdefault(a, set()).add(b)
+        self._blocked.setdefault(b, set()).add(a)
+        # An event that would have paired them once recency lifted must not fire.
+        events = self._events
+        pair = {a, b}
+        kept = [event for event in events if {event[2].session_id, event[3].session_id} != pair]
+        if len(kept) != len(events):
+            events[:] = kept
+            heapify(events)
+
+    def is_blocked(self, a: str, b: str) -> bool:
+        """Whether `a` and `b` are never to be matched with each other."""
+        return b in self._blocked.get(a, ())
 
     def poll(self, now: float) -> list[Pair]:
         """Match the waiting users that the passing of time has made compatible."""
@@ -199,7 +228,9 @@ class MatchingEngine:
             # The older one searches: it gets the longest-waiting user that is now compatible with it.
             older = event[2]
             partner = self._find(older.seeker, older.history, now, older, [])
-            if partner is None:  # pragma: no cover - the pair itself is compatible by now
+            if (
+                partner is None
+            ):  # pragma: no cover - the pair itself is compatible by now (blocks drop events)
                 continue
             self._unlink(older)
             self._unlink(partner)
@@ -249,6 +280,7 @@ class MatchingEngine:
         keys = (None,) if seeker.country is None else (None, seeker.country)
         # A seeker that has itself waited rematch_after ignores recency; a new one has not waited at all.
         check = own is None or now < own.cross_at
+        blocked = self._blocked.get(sid)
         best = None
         best_seq = _INF
         for table in self._plans[seeker.gender][seeker.want]:
@@ -264,7 +296,7 @@ class MatchingEngine:
                     for entry in fifo:
                         if entry.seq > best_seq:
                             break
-                        if entry is own:
+                        if entry is own or (blocked is not None and entry.session_id in blocked):
                             continue
                         if (
                             check

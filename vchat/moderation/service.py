@@ -1,12 +1,14 @@
 """The moderation service: issues and lifts bans, keeps the active ones in memory for `hello`, and enforces a
 new ban at once on every live session it bars.
 
-This is the documented Python API for bans (docs/moderation.md): `ban`, `lift` and `check`.
+This is the documented Python API for bans and reports (docs/moderation.md): `ban`, `lift`, `check` and
+`resolve_report`; it also stores the reports clients send (`file_report`, asked by the switchboard).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail
@@ -18,18 +20,32 @@ from zope.interface import implementer
 from vchat.moderation.banlist import BanList, bars
 from vchat.outcome import Outcome
 from vchat.protocol.bans import BanNotice, IBanCheck
+from vchat.protocol.reports import Filing, IReportSink
 from vchat.protocol.session import Session
 from vchat.protocol.switchboard import Switchboard
 from vchat.store.interface import IStore
-from vchat.store.records import Ban, BanSource, BanTarget, Category, NewBan, Snapshot, TargetKind
+from vchat.store.records import (
+    Ban,
+    BanSource,
+    BanTarget,
+    Category,
+    NewBan,
+    NewReport,
+    Report,
+    Snapshot,
+    TargetKind,
+)
 from vchat.store.service import StoreService
+
+Resolution = Literal["ban", "dismiss"]
+_UNKNOWN_ADDRESS = "::"  # a session always has its client's address; this stands in should one not
 
 
 def _notice(ban: Ban) -> BanNotice:
     return BanNotice(ban.reason, ban.ends_at)
 
 
-@implementer(IBanCheck)
+@implementer(IBanCheck, IReportSink)
 class ModerationService(Service):
     """Bans: issued and lifted through the store, checked at `hello` against an index of the active ones.
 
@@ -166,3 +182,101 @@ class ModerationService(Service):
         self._bans.expire(now)
         ban = self._bans.match(now, user_id, ip, device_id)
         return None if ban is None else _notice(ban)
+
+    # --- reports --------------------------------------------------------------------------------------
+
+    def file_report(self, filing: Filing) -> Deferred[str]:
+        """Store a user's report (the switchboard checked it); fires with the new report's id."""
+        reporter, reported = filing.reporter, filing.reported
+        image = filing.snapshot
+        try:
+            new = NewReport(
+                reporter_user_id=reporter.user_id,
+                reporter_device_id=reporter.device_id,
+                reported_user_id=reported.user_id,
+                reported_device_id=reported.device_id,
+                reported_ip=reported.address or _UNKNOWN_ADDRESS,
+                reported_client=reported.client,
+                reason=filing.reason,
+                comment=filing.comment,
+                created_at=filing.created_at,
+            )
+            snapshot = None if image is None else Snapshot(image.content_type, image.data)
+        except (ValueError, TypeError):
+            return fail()
+        adding = self._store.whenOpen().addCallback(lambda store: store.add_report(new, snapshot))
+        return adding.addCallback(lambda report: report.id)
+
+    def resolve_report(
+        self,
+        report_id: str,
+        action: Resolution,
+        duration_s: float | None = None,
+        reason: str | None = None,
+        source: BanSource = "moderator",
+    ) -> Deferred[Report | None]:
+        """Decide an open report: "dismiss" deletes its snapshot; "ban" bans the reported `user_id` (with the
+        report's snapshot, category = the report's reason) and, if the client sent one, its `device_id`, for
+        `duration_s` seconds (None: for good), closing the reported session at once.
+
+        Fires with the report as resolved, or None if no report has this id; fails with
+        `vchat.store.interface.AlreadyResolved` if it was resolved before, and with ValueError for a bad
+        action, duration, reason or source (nothing is changed then).
+        """
+        if action == "dismiss":
+            return self._store.whenOpen().addCallback(
+                lambda store: store.resolve_report(report_id, self._clock.seconds(), None)
+            )
+        if action != "ban":
+            return fail(ValueError(f"action must be 'ban' or 'dismiss', not {action!r}"))
+        now = self._clock.seconds()
+        try:
+            # Checked before the store is asked, with a stand-in target, so that a bad value changes nothing.
+            NewBan(
+                target=BanTarget("user_id", "-"),
+                category="other",
+                reason=reason if reason is not None else "-",
+                source=source,
+                created_at=now,
+                ends_at=None if duration_s is None else now + duration_s,
+            )
+        except (ValueError, TypeError):
+            return fail()
+        return self._store.whenOpen().addCallback(
+            lambda store: Deferred.fromCoroutine(
+                self._ban_reported(store, report_id, now, duration_s, reason, source)
+            )
+        )
+
+    async def _ban_reported(
+        self,
+        store: IStore,
+        report_id: str,
+        now: float,
+        duration_s: float | None,
+        reason: str | None,
+        source: BanSource,
+    ) -> Report | None:
+        report = await store.get_report(report_id)
+        if report is None:
+            return None
+
+        def ban_of(kind: TargetKind, value: str) -> NewBan:
+            return NewBan(
+                target=BanTarget(kind, value),
+                category=report.reason,
+                reason=reason if reason is not None else f"reported for {report.reason.replace('_', ' ')}",
+                source=source,
+                created_at=now,
+                ends_at=None if duration_s is None else now + duration_s,
+            )
+
+        resolved = await store.resolve_report(report_id, now, ban_of("user_id", report.reported_user_id))
+        if resolved is None or resolved.ban_id is None:  # pragma: no cover - the report was just read
+            return resolved
+        user_ban = await store.get_ban(resolved.ban_id)
+        if user_ban is not None:
+            self._enforce(user_ban)
+        if report.reported_device_id is not None:
+            self._enforce(await store.add_ban(ban_of("device_id", report.reported_device_id), None))
+        return resolved

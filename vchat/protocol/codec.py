@@ -51,7 +51,7 @@ def decode_msgpack(data: bytes) -> dict[str, Any]:
         value = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
     except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as e:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "frame is not a valid msgpack value") from e
-    return _require_map(value)
+    return _require_map(value, snapshot_bin=True)
 
 
 MAX_DEPTH = 32
@@ -59,10 +59,15 @@ _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
 
 
-def _require_map(value: object) -> dict[str, Any]:
+def _require_map(value: object, snapshot_bin: bool = False) -> dict[str, Any]:
+    """`value` if it is a map both codecs can carry. With `snapshot_bin` (msgpack), a `report`'s `snapshot`
+    may be bytes: the one exception, so that an image need not be sent in base64; it is never relayed."""
     if not isinstance(value, dict):
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "a frame must hold one map")
-    if not _portable(value, 0):
+    checked = value
+    if snapshot_bin and type(value.get("snapshot")) is bytes and value.get("type") == "report":
+        checked = {key: item for key, item in value.items() if key != "snapshot"}
+    if not _portable(checked, 0):
         raise ProtocolError(
             ErrorCode.BAD_MESSAGE,
             "a frame may hold only maps with string keys, lists, strings, finite numbers,"
@@ -126,3 +131,34 @@ def choose_codec(offered: list[str]) -> Codec:
         if codec is not None:
             return codec
     return JSON
+
+
+# A message larger than --max-message-bytes is let in only if it is a `report`, which its first bytes must show
+# (docs/protocol.md, "Message size"): a JSON object whose first member is "type":"report", written without
+# spaces, or a msgpack map whose first key is "type" with the value "report".
+_JSON_REPORT_HEAD = b'{"type":"report",'
+_MSGPACK_REPORT_HEAD = b"\xa4type\xa6report"
+REPORT_HEAD_BYTES = 5 + len(
+    _MSGPACK_REPORT_HEAD
+)  # enough for either codec's head (a map32 header is 5 bytes)
+
+
+def starts_as_report(head: bytes, binary: bool) -> bool | None:
+    """Whether a message beginning with `head` is a `report` by its first bytes; None while `head` is too short
+    to tell. Cheap enough to run on the first bytes of a large frame before the rest arrives."""
+    if binary:
+        if not head:
+            return None
+        first = head[0]
+        skip = 1 if 0x80 <= first <= 0x8F else 3 if first == 0xDE else 5 if first == 0xDF else -1
+        if skip < 0:
+            return False
+        expected = _MSGPACK_REPORT_HEAD
+    else:
+        skip, expected = 0, _JSON_REPORT_HEAD
+    if len(head) < skip:
+        return None
+    seen = head[skip : skip + len(expected)]
+    if not expected.startswith(seen):
+        return False
+    return True if len(seen) == len(expected) else None

@@ -17,6 +17,7 @@ class ErrorCode(StrEnum):
     TOO_LONG = "too_long"
     RATE_LIMITED = "rate_limited"
     PARTNER_RECONNECTING = "partner_reconnecting"
+    BAD_SNAPSHOT = "bad_snapshot"
 
 
 class CloseCode(IntEnum):

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, ClassVar, get_args
+from typing import Any, ClassVar, Literal, cast, get_args
 
 from vchat.protocol.errors import CloseCode, ErrorCode, ProtocolError
+from vchat.protocol.snapshot import Image, decode_snapshot
 
 GENDERS = frozenset({"m", "f", "u"})
 WANTS = frozenset({"any", "m", "f"})
@@ -25,6 +26,10 @@ MAX_DEVICE_ID_CHARS = 64
 _DEVICE_ID = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_DEVICE_ID_CHARS}}}")
 _LANG = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8}){0,6}")
 _COUNTRY = re.compile(r"[A-Za-z]{2}")
+
+MAX_COMMENT_CHARS = 500
+ReportReason = Literal["nudity", "harassment", "spam", "underage", "chat_abuse", "other"]
+REPORT_REASONS: frozenset[str] = frozenset(get_args(ReportReason))
 
 RequestId = str | int | None
 ClientFact = str | int | float | bool | None
@@ -200,7 +205,29 @@ class Ping:
         return cls()
 
 
-ClientMessage = Hello | Search | Signal | Chat | Typing | Next | Stop | Ping
+@dataclass(frozen=True, slots=True)
+class Report:
+    """Report the partner of the current or previous match to the moderators."""
+
+    TYPE: ClassVar[str] = "report"
+    match_id: str
+    reason: ReportReason
+    comment: str | None
+    snapshot: Image | None
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> Report:
+        """Check a `report`: a bad reason or comment is `bad_message`, a bad image `bad_snapshot`."""
+        match_id = _string(raw, "match_id")
+        reason = cast(ReportReason, _one_of(raw, "reason", REPORT_REASONS))
+        comment = raw.get("comment")
+        if comment is not None and not (isinstance(comment, str) and len(comment) <= MAX_COMMENT_CHARS):
+            raise bad(f"comment must be a string of at most {MAX_COMMENT_CHARS} characters")
+        snapshot = raw.get("snapshot")
+        return cls(match_id, reason, comment or None, None if snapshot is None else decode_snapshot(snapshot))
+
+
+ClientMessage = Hello | Search | Signal | Chat | Typing | Next | Stop | Ping | Report
 _CLASSES: dict[str, type[ClientMessage]] = {kind.TYPE: kind for kind in get_args(ClientMessage)}
 CLIENT_TYPES = frozenset(_CLASSES)
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall
 from zope.interface import Interface
 
-from vchat.protocol.messages import Search
+from vchat.outcome import Outcome
+from vchat.protocol.messages import ClientFact, Search
 
 
 class IPeer(Interface):
@@ -61,6 +62,14 @@ class Session:
     away_timer: IDelayedCall | None = None
     address: str | None = None  # the current connection's client address, for IP bans; never sent
     device_id: str | None = None  # `hello.client.device_id`, for device bans
+    client: dict[str, ClientFact] = field(
+        default_factory=dict
+    )  # `hello.client`, kept for reports of this user
+    # The last match that ended, for a report sent just after it (memory only: never stored or logged).
+    previous: PreviousMatch | None = None
+    # match id -> the id of this user's report of it: a second report gets the first one's id. Only the current
+    # and the previous match's ids are kept.
+    reports: dict[str, Outcome[str]] = field(default_factory=dict)
 
     def enter(self, state: SessionState) -> None:
         """Move to `state`, refusing moves the life cycle does not allow."""
@@ -71,6 +80,29 @@ class Session:
     def profile(self) -> dict[str, str | None]:
         """What a partner is told about this user."""
         return {"country": self.country, "gender": self.gender, "lang": self.lang}
+
+    def identity(self) -> Identity:
+        """Who this user is, as a report of them records it."""
+        return Identity(self.session_id, self.device_id, self.address, dict(self.client))
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What a report records of a user: ids (user_id is the session id until accounts), address, client facts."""
+
+    user_id: str
+    device_id: str | None
+    address: str | None
+    client: dict[str, ClientFact]
+
+
+@dataclass(frozen=True, slots=True)
+class PreviousMatch:
+    """A session's last ended match: enough to report the partner shortly after it ended, nothing more."""
+
+    match_id: str
+    partner: Identity
+    ended_at: float
 
 
 @dataclass(eq=False, slots=True)

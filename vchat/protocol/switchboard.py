@@ -6,17 +6,23 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from vchat.ice import IcePolicy
 from vchat.matching import MatchingEngine, Pair, Seeker
+from vchat.outcome import Outcome
 from vchat.protocol.bans import BanNotice
 from vchat.protocol.errors import CloseCode, ErrorCode, ProtocolError
-from vchat.protocol.messages import Hello, Search
-from vchat.protocol.session import IPeer, Match, Session, SessionState
+from vchat.protocol.messages import Hello, Report, Search
+from vchat.protocol.reports import Filing, IReportSink
+from vchat.protocol.session import IPeer, Match, PreviousMatch, Session, SessionState
 
 _DEFAULT_SEARCH = Search("any", frozenset())
+REPORT_WINDOW = 60.0
+"""Seconds after a match ended during which either user may still report it."""
 
 
 class Switchboard:
@@ -79,7 +85,7 @@ class Switchboard:
             session.address = address
             self._send(session, self._welcome(session, host, resumed=False))
             return session
-        session.address, session.device_id = address, hello.device_id
+        session.address, session.device_id, session.client = address, hello.device_id, dict(hello.client)
         self._resume(session, peer, host)
         return session
 
@@ -99,6 +105,7 @@ class Switchboard:
         session_id = secrets.token_urlsafe(12)
         session = Session(session_id, hello.gender, country, hello.lang, self._new_token(), peer)
         session.device_id = hello.device_id
+        session.client = dict(hello.client)
         self._sessions[session_id] = session
         self._by_token[session.resume_token] = session
         self._online += 1
@@ -276,6 +283,13 @@ class Switchboard:
             return
         partner = match.partner_of(session)
         session.match = partner.match = None
+        now = self._clock.seconds()
+        for side in match.sessions:
+            # Kept for a report just after the match, in memory only; it replaces the one before.
+            side.previous = PreviousMatch(match.match_id, match.partner_of(side).identity(), now)
+            side.reports = (
+                {match.match_id: side.reports[match.match_id]} if match.match_id in side.reports else {}
+            )
         if partner.state is SessionState.MATCHED:
             partner.enter(SessionState.IDLE)
         self._send(partner, {"type": "partner_left", "match_id": match.match_id, "reason": reason})
@@ -313,6 +327,45 @@ class Switchboard:
                 ErrorCode.PARTNER_RECONNECTING, "your partner lost the connection and may come back"
             )
         partner.peer.send(message)
+
+    # --- reports ------------------------------------------------------------------------------------------
+
+    def report(self, session: Session, report: Report, sink: IReportSink) -> Deferred[str]:
+        """File `session`'s report of the partner in its current match, or in the previous one within
+        `REPORT_WINDOW` seconds of its end; fires with the report's id. A second report of the same match
+        gets the first one's id and changes nothing. The two are never matched again."""
+        now = self._clock.seconds()
+        match, previous = session.match, session.previous
+        if match is not None and match.match_id == report.match_id:
+            reported = match.partner_of(session).identity()
+        elif (
+            previous is not None
+            and previous.match_id == report.match_id
+            and now < previous.ended_at + REPORT_WINDOW
+        ):
+            reported = previous.partner
+        else:
+            if previous is not None and now >= previous.ended_at + REPORT_WINDOW:
+                session.previous = None  # past the window: nothing to keep it for
+            raise ProtocolError(ErrorCode.NO_MATCH, "no such match, or it ended too long ago to report")
+        filed = session.reports.get(report.match_id)
+        if filed is not None:
+            return filed.observe()
+        self._engine.block(session.session_id, reported.user_id)
+        filing = Filing(session.identity(), reported, report.reason, report.comment, report.snapshot, now)
+        filed = session.reports[report.match_id] = Outcome()
+        try:
+            storing = sink.file_report(filing)
+        except Exception:
+            storing = fail()
+
+        def failed(failure: Failure) -> Failure:
+            if session.reports.get(report.match_id) is filed:
+                del session.reports[report.match_id]  # a later try may succeed
+            return failure
+
+        storing.addErrback(failed).addBoth(filed.fire)
+        return filed.observe()
 
     # --- delivery -----------------------------------------------------------------------------------
 

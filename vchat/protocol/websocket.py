@@ -19,7 +19,7 @@ from vchat.addresses import AddressCounter, Network, address_key, client_address
 from vchat.failurelog import ThrottledFailureLog
 from vchat.geo import ICountryLookup, NoCountries
 from vchat.protocol.bans import BanNotice, IBanCheck
-from vchat.protocol.codec import JSON, Codec, choose_codec
+from vchat.protocol.codec import JSON, REPORT_HEAD_BYTES, Codec, choose_codec, starts_as_report
 from vchat.protocol.errors import CloseCode, ErrorCode, ProtocolError
 from vchat.protocol.messages import (
     Chat,
@@ -27,6 +27,7 @@ from vchat.protocol.messages import (
     Hello,
     Next,
     Ping,
+    Report,
     RequestId,
     Search,
     Signal,
@@ -36,6 +37,7 @@ from vchat.protocol.messages import (
     parse_message,
     request_id,
 )
+from vchat.protocol.reports import IReportSink
 from vchat.protocol.session import IPeer, Session
 from vchat.protocol.switchboard import Switchboard
 from vchat.ratelimit import TokenBucket
@@ -51,6 +53,9 @@ class ConnectionLimits:
     """Per-connection limits of the signaling endpoint."""
 
     max_message_bytes: int = 65536
+    max_report_bytes: int = (
+        409600  # a `report` may be this large (see `SignalingProtocol.onMessageFrameData`)
+    )
     message_rate: float = 20.0
     message_burst: int = 60
     max_bad_messages: int = 10
@@ -133,6 +138,8 @@ class SignalingProtocol(WebSocketServerProtocol):
         self._backlog: OutgoingBacklog | None = None
         self._address_key: str | bytes | None = None
         self._address: str | None = None
+        self._head = b""  # the first bytes of the message being received, to tell a report by
+        self._large_report = False  # the message being received is over max_message_bytes and a report
 
     # --- autobahn callbacks ---------------------------------------------------------------------------
 
@@ -173,6 +180,44 @@ class SignalingProtocol(WebSocketServerProtocol):
         self._backlog = OutgoingBacklog(limits.max_backlog_bytes)
         self.registerProducer(self._backlog, True)
 
+    # Size limits. Autobahn's own limits are set to max_report_bytes; these hooks hold every other message to
+    # max_message_bytes. Once a message's declared length (the sum of its frames' headers, known before their
+    # payload arrives) passes max_message_bytes, its first REPORT_HEAD_BYTES bytes must show a `report`
+    # (`starts_as_report`), or the connection fails with 1009 at once; so at most those few bytes of a large
+    # message are held before it is refused, whoever sends it.
+
+    def onMessageBegin(self, isBinary: bool) -> None:
+        self._head, self._large_report = b"", False
+        super().onMessageBegin(isBinary)
+
+    def onMessageFrameBegin(self, length: int) -> None:
+        super().onMessageFrameBegin(length)
+        self._check_size()
+
+    def onMessageFrameData(self, payload: bytes) -> None:
+        if len(self._head) < REPORT_HEAD_BYTES:
+            self._head += payload[: REPORT_HEAD_BYTES - len(self._head)]
+        if self._check_size():
+            super().onMessageFrameData(payload)
+
+    def _check_size(self) -> bool:
+        """False (and the connection failed with 1009) once the message is too large for what it is."""
+        if self.failedByMe:
+            return False
+        limit = self.factory.limits.max_message_bytes
+        if self._large_report or self.message_data_total_length <= limit:
+            return True
+        verdict = starts_as_report(self._head, self.message_is_binary)
+        if verdict is None:
+            return True  # fewer than REPORT_HEAD_BYTES bytes so far: not yet known
+        if verdict:
+            self._large_report = True
+            return True
+        self._max_message_size_exceeded(
+            self.message_data_total_length, limit, f"a message other than report over {limit} bytes"
+        )
+        return False
+
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if self.state != self.STATE_OPEN:
             return
@@ -182,6 +227,12 @@ class SignalingProtocol(WebSocketServerProtocol):
             if self._limiter is not None and not self._limiter.take(now):
                 raise ProtocolError(ErrorCode.RATE_LIMITED, "too many messages: slow down")
             raw = self._codec.decode(payload)
+            limit = self.factory.limits.max_message_bytes
+            if len(payload) > limit and raw.get("type") != "report":  # a second "type" key, say
+                self._max_message_size_exceeded(
+                    len(payload), limit, f"a message other than report over {limit}"
+                )
+                return
             rid = request_id(raw)
             if self._session is None and message_type(raw) != "hello":
                 raise ProtocolError(ErrorCode.HELLO_REQUIRED, "say hello first", CloseCode.HELLO_REQUIRED)
@@ -260,6 +311,8 @@ class SignalingProtocol(WebSocketServerProtocol):
                 self.handle_typing(message, rid)
             case Ping():
                 self.handle_ping(message, rid)
+            case Report():
+                self.handle_report(message, rid)
             case _:
                 assert_never(message)
 
@@ -325,6 +378,35 @@ class SignalingProtocol(WebSocketServerProtocol):
     def handle_ping(self, ping: Ping, rid: RequestId) -> None:
         self.send({"type": "pong", "re": rid} if rid is not None else {"type": "pong"})
 
+    def handle_report(self, report: Report, rid: RequestId) -> None:
+        sink = self.factory.reports
+        if sink is None:
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, "this server takes no reports")
+        filed = self.factory.switchboard.report(self._require_session(), report, sink)
+        filed.addCallbacks(self._reported, self._report_failed, callbackArgs=(rid,), errbackArgs=(rid,))
+
+    def _reported(self, report_id: str, rid: RequestId) -> None:
+        """The report is stored: tell the client, if it is still connected."""
+        reply: dict[str, Any] = {"type": "reported", "report_id": report_id}
+        if rid is not None:
+            reply["re"] = rid
+        self.send(reply)
+
+    def _report_failed(self, failure: Failure, rid: RequestId) -> None:
+        """The store failed: the client may send the report again."""
+        try:
+            failure.raiseException()
+        except Exception:
+            self.factory.failures.failure("storing a report")
+        reply: dict[str, Any] = {
+            "type": "error",
+            "code": ErrorCode.BAD_MESSAGE.value,
+            "message": "the server could not store the report: send it again",
+        }
+        if rid is not None:
+            reply["re"] = rid
+        self.send(reply)
+
     def _hello_overdue(self) -> None:
         self._hello_timer = None
         try:
@@ -369,6 +451,7 @@ class SignalingFactory(WebSocketServerFactory):
         countries: ICountryLookup | None = None,
         trusted_proxies: tuple[Network, ...] = (),
         bans: IBanCheck | None = None,
+        reports: IReportSink | None = None,
     ) -> None:
         super().__init__(reactor=clock)
         self._batched_timer = ClockTimers(clock)
@@ -378,11 +461,13 @@ class SignalingFactory(WebSocketServerFactory):
         self.countries: ICountryLookup = countries or NoCountries()
         self.trusted_proxies = trusted_proxies
         self.bans = bans  # asked at every hello; None: nobody is banned
+        self.reports = reports  # stores `report`s; None: they are refused
         self.failures = ThrottledFailureLog(clock)
         self.connections_per_address = AddressCounter(limits.max_connections_per_address)
         self.setProtocolOptions(
-            maxFramePayloadSize=limits.max_message_bytes,
-            maxMessagePayloadSize=limits.max_message_bytes,
+            # Only a report may be this large; `SignalingProtocol._check_size` holds the rest to max_message_bytes.
+            maxFramePayloadSize=max(limits.max_report_bytes, limits.max_message_bytes),
+            maxMessagePayloadSize=max(limits.max_report_bytes, limits.max_message_bytes),
             autoPingInterval=limits.heartbeat_interval,
             autoPingTimeout=limits.heartbeat_timeout,
             openHandshakeTimeout=limits.hello_timeout,

@@ -13,9 +13,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args
 
-from vchat.protocol.messages import MAX_CHAT_CHARS, MAX_CLIENT_FACTS, MAX_FACT_CHARS, ClientFact
+from vchat.protocol.messages import (
+    MAX_CHAT_CHARS,
+    MAX_CLIENT_FACTS,
+    MAX_FACT_CHARS,
+    ClientFact,
+    ReportReason,
+)
 
-Category = Literal["nudity", "harassment", "spam", "underage", "chat_abuse", "other"]
+Category = ReportReason
 """Why a user was reported, and why a ban was given: the report reasons."""
 TargetKind = Literal["user_id", "ip", "device_id"]
 BanSource = Literal["moderator", "rule", "webhook"]
