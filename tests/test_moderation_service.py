@@ -25,18 +25,10 @@ from vchat.store.records import Ban, BanTarget
 from vchat.store.service import StoreService
 from vchat.store.sqlite import open_sqlite_store
 from vchat.store.testing import a_ban
-from vchat.testing import OFFERED, MemoryClient, MemoryServer, RecordingPeer, hello_message, result_of
+from vchat.testing import OFFERED, MemoryClient, MemoryServer, RecordingPeer, fired, hello_message, result_of
 
 CODECS = ["json", "msgpack"]
 DAY = 86400.0
-
-
-def fired(deferred: Any) -> Any:
-    """What `deferred` has fired with (the memory store fires at once); a failure is raised."""
-    result = result_of(deferred)
-    if isinstance(result, Failure):
-        result.raiseException()
-    return result
 
 
 @pytest.fixture

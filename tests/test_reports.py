@@ -8,7 +8,6 @@ import struct
 from typing import Any
 
 import pytest
-from twisted.python.failure import Failure
 
 from vchat.protocol.codec import encode_msgpack, starts_as_report
 from vchat.protocol.errors import ErrorCode, ProtocolError
@@ -19,19 +18,11 @@ from vchat.protocol.websocket import ConnectionLimits
 from vchat.store.interface import AlreadyResolved
 from vchat.store.memory import MemoryStore
 from vchat.store.records import Report as StoredReport
-from vchat.testing import OFFERED, MemoryClient, MemoryServer, result_of
+from vchat.testing import OFFERED, MemoryClient, MemoryServer, fired
 
 CODECS = ["json", "msgpack"]
 JPEG = b"\xff\xd8\xff\xe0" + b"jpeg-marker" * 10
 PNG = b"\x89PNG\r\n\x1a\n" + b"png-marker" * 10
-
-
-def fired(deferred: Any) -> Any:
-    """What `deferred` has fired with (the memory store fires at once); a failure is raised."""
-    result = result_of(deferred)
-    if isinstance(result, Failure):
-        result.raiseException()
-    return result
 
 
 @pytest.fixture

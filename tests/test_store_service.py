@@ -21,18 +21,9 @@ from vchat.store.memory import MemoryStore
 from vchat.store.service import PURGE_RETRY, PurgingStore, StoreService
 from vchat.store.sqlite import DATABASE_NAME, open_sqlite_store
 from vchat.store.testing import a_ban, a_report, jpeg
-from vchat.testing import result_of
+from vchat.testing import fired, result_of
 
 _T = TypeVar("_T")
-
-
-def fired(deferred: Deferred[_T]) -> _T:
-    """The value `deferred` has fired with (the memory store fires at once); a failure is raised."""
-    result = result_of(deferred)
-    if isinstance(result, Failure):
-        result.raiseException()
-    assert not isinstance(result, Failure)
-    return result
 
 
 def started(

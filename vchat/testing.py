@@ -53,6 +53,14 @@ def result_of(deferred: Deferred[_T]) -> _T | Failure:
     return results[0]
 
 
+def fired(deferred: Deferred[_T]) -> _T:
+    """What `deferred` has fired with; a failure is raised. AssertionError if it has not fired yet."""
+    result = result_of(deferred)
+    if isinstance(result, Failure):
+        result.raiseException()
+    return result
+
+
 def hello_message(**fields: object) -> Message:
     """A valid `hello` (age confirmed, gender "u"), with `fields` added or replaced."""
     return {"type": "hello", "age_confirmed": True, "gender": "u", **fields}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, cast, get_args
+from typing import Any, ClassVar, Literal, Self, cast, get_args
 
 from vchat.protocol.errors import CloseCode, ErrorCode, ProtocolError
 from vchat.protocol.snapshot import Image, decode_snapshot
@@ -169,40 +169,36 @@ class Typing:
         return cls(_string(raw, "match_id"))
 
 
+class _Bare:
+    """A message with nothing but its type."""
+
+    __slots__ = ()
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> Self:
+        """Nothing to check but the type."""
+        return cls()
+
+
 @dataclass(frozen=True, slots=True)
-class Next:
+class Next(_Bare):
     """End the current match and search again with the last filters."""
 
     TYPE: ClassVar[str] = "next"
 
-    @classmethod
-    def parse(cls, raw: dict[str, Any]) -> Next:
-        """Nothing to check but the type."""
-        return cls()
-
 
 @dataclass(frozen=True, slots=True)
-class Stop:
+class Stop(_Bare):
     """End the current match and leave the queue."""
 
     TYPE: ClassVar[str] = "stop"
 
-    @classmethod
-    def parse(cls, raw: dict[str, Any]) -> Stop:
-        """Nothing to check but the type."""
-        return cls()
-
 
 @dataclass(frozen=True, slots=True)
-class Ping:
+class Ping(_Bare):
     """Application-level round trip."""
 
     TYPE: ClassVar[str] = "ping"
-
-    @classmethod
-    def parse(cls, raw: dict[str, Any]) -> Ping:
-        """Nothing to check but the type."""
-        return cls()
 
 
 @dataclass(frozen=True, slots=True)
