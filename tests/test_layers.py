@@ -30,6 +30,7 @@ PURE_CORES = (
     "vchat.bot.fakesdp",
     "vchat.store.records",
     "vchat.moderation.banlist",
+    "vchat.moderation.signals",
 )
 FORBIDDEN_IN_CORES = ("twisted", "zope", "autobahn", "geoip2")  # not even an interface: plain Python
 
@@ -53,7 +54,14 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "vchat.options",
         "vchat.failurelog",
     ),
-    ("vchat.stun", "vchat.geo", "vchat.listener", "vchat.store", "vchat.moderation.banlist"),
+    (
+        "vchat.stun",
+        "vchat.geo",
+        "vchat.listener",
+        "vchat.store",
+        "vchat.moderation.banlist",
+        "vchat.moderation.signals",
+    ),
     ("vchat.protocol",),
     ("vchat.moderation",),
     ("vchat.bot",),

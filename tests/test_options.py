@@ -209,3 +209,26 @@ def test_an_ssl_endpoint_without_its_key_file_is_a_usage_error(tmp_path: Path) -
 def test_fractions_are_refused_where_integers_belong(setting: Setting, raw: float) -> None:
     with pytest.raises(UsageError):
         setting.coerce(raw)
+
+
+class TabledOptions(ExampleOptions):
+    """Options whose config file may hold `[extra.NAME]` tables besides settings."""
+
+    tables = ("extra",)
+
+
+def test_a_named_table_is_handed_on(tmp_path: Path) -> None:
+    options = TabledOptions()
+    options.parseOptions(["--config", config_file(tmp_path, 'port = 8081\n[extra.one]\nkey = "value"\n')])
+    assert options["port"] == 8081
+    assert options.config_tables == {"extra": {"one": {"key": "value"}}}
+    plain = TabledOptions()
+    plain.parseOptions([])
+    assert plain.config_tables == {}
+
+
+def test_a_named_table_must_be_a_table(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"extra must be a table"):
+        TabledOptions().parseOptions(["--config", config_file(tmp_path, "extra = 3\n")])
+    with pytest.raises(UsageError, match="unknown options: other"):
+        TabledOptions().parseOptions(["--config", config_file(tmp_path, "[other.one]\n")])

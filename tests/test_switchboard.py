@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 from twisted.internet.task import Clock
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from vchat.matching import MatchingEngine
 from vchat.protocol.bans import BanNotice
+from vchat.protocol.behaviour import IBehaviourObserver
 from vchat.protocol.errors import CloseCode, ErrorCode, ProtocolError
 from vchat.protocol.messages import Hello, Search
 from vchat.protocol.session import IPeer, Session, SessionState
@@ -195,3 +197,52 @@ def test_a_session_keeps_its_address_and_device_id(board: Switchboard) -> None:
     assert (session.address, session.device_id) == ("192.0.2.1", "dev-1")
     resumed = board.open(Hello("m", None, {}, session.resume_token), RecordingPeer(), None, address="::1")
     assert resumed is session and (session.address, session.device_id) == ("::1", None)
+
+
+@implementer(IBehaviourObserver)
+class RecordingObserver:
+    """Records what the switchboard tells an observer, by session id."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[object, ...]] = []
+
+    def match_started(self, session: Session) -> None:
+        self.events.append(("started", session.session_id))
+
+    def match_ended(self, session: Session, seconds: float, partner_left: bool) -> None:
+        self.events.append(("ended", session.session_id, seconds, partner_left))
+
+    def chat_sent(self, session: Session, text: str) -> None:
+        self.events.append(("chat", session.session_id, text))
+
+    def session_ended(self, session: Session) -> None:
+        self.events.append(("gone", session.session_id))
+
+
+def test_the_observer_is_told_what_each_session_does(board: Switchboard, clock: Clock) -> None:
+    observer = RecordingObserver()
+    verifyObject(IBehaviourObserver, observer)
+    board.observer = observer
+    a, _ = join(board)
+    b, pb = join(board, "f")
+    board.search(a, ANY)
+    clock.advance(5)
+    board.search(b, ANY)
+    assert a.match is not None
+    match_id = a.match.match_id
+    clock.advance(2.5)
+    board.chat(a, match_id, "hi")
+    assert pb.sent[-1] == {"type": "chat", "match_id": match_id, "text": "hi"}
+    board.next(b)
+    board.end(a)
+    assert observer.events == [
+        ("started", a.session_id),
+        ("started", b.session_id),
+        ("chat", a.session_id, "hi"),
+        ("ended", b.session_id, 2.5, False),
+        ("ended", a.session_id, 2.5, True),
+        ("gone", a.session_id),
+    ]
+    with pytest.raises(ProtocolError):
+        board.chat(b, match_id, "too late")  # refused, and nothing is told
+    assert observer.events[-1] == ("gone", a.session_id)

@@ -17,6 +17,7 @@ from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.usage import UsageError
 
+from vchat.moderation.webhook import ModerationWebhook
 from vchat.protocol.service import SignalingService
 from vchat.store.service import StoreService
 from vchat.stun.message import Attr, parse_message
@@ -123,10 +124,36 @@ def test_service_tree() -> None:
     factory = service.getServiceNamed("signaling")._factory
     moderation = service.getServiceNamed("moderation")
     assert factory.bans is moderation and factory.reports is moderation
+    assert factory.switchboard.observer is moderation  # told what sessions do, for the rules
+    assert [rule.name for rule in moderation._rules] == [
+        "links",
+        "patterns",
+        "quick-leaves",
+        "repeated-message",
+        "reports",
+    ]
     assert factory.limits.max_report_bytes == 409600
     assert factory.maxMessagePayloadSize == 409600
     no_stun = makeService(parse("--ws", "tcp:0:interface=127.0.0.1", "--stun-udp", "0"), reactor)
     assert [child.name for child in no_stun] == ["open-files-limit", "store", "moderation", "signaling"]
+
+
+def test_the_example_config_file_parses() -> None:
+    options = parse("--config", str(ROOT / "docs" / "vchat.toml"))
+    assert options["ws"] == "tcp:8080" and options["moderation-webhook"] is None
+    assert {rule.name for rule in options.rules} >= {"quick-leaves", "repeated-message", "links", "reports"}
+
+
+def test_the_webhook_joins_the_service_tree_after_moderation() -> None:
+    service = makeService(
+        parse("--moderation-webhook", "https://moderation.example/vchat", "--moderation-secret", "s"), reactor
+    )
+    names = [child.name for child in service]
+    assert names.index("moderation") + 1 == names.index("moderation-webhook")
+    webhook = service.getServiceNamed("moderation-webhook")
+    assert isinstance(webhook, ModerationWebhook)
+    assert service.getServiceNamed("moderation").webhook is webhook
+    assert "moderation-webhook" not in [child.name for child in makeService(parse(), reactor)]
 
 
 @pytest_twisted.ensureDeferred

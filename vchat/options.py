@@ -132,6 +132,9 @@ class SettingsOptions(usage.Options):
     """`usage.Options` built from `settings`, plus `--config FILE`; the command line wins over the file."""
 
     settings: ClassVar[tuple[Setting, ...]] = ()
+    tables: ClassVar[
+        tuple[str, ...]
+    ] = ()  # TOML tables the file may hold besides settings: `self.config_tables`
     optParameters: ClassVar[list[list[Any]]] = []
     optFlags: ClassVar[list[list[Any]]] = []
 
@@ -151,6 +154,7 @@ class SettingsOptions(usage.Options):
                 cls.optParameters.append([s.name, None, None, s.help + shown])
 
     def postOptions(self) -> None:
+        self.config_tables: dict[str, dict[str, Any]] = {}
         from_file = self._read_config(self["config"]) if self["config"] else {}
         for s in self.settings:
             given = self.get(s.name)
@@ -172,6 +176,12 @@ class SettingsOptions(usage.Options):
         except tomllib.TOMLDecodeError as e:
             raise usage.UsageError(f"config file {path} is not valid TOML: {e}") from e
         config = {key.replace("_", "-"): value for key, value in table.items()}
+        for name in self.tables:
+            if name in config:
+                value = config.pop(name)
+                if not isinstance(value, dict):
+                    raise usage.UsageError(f"config file {path}: {name} must be a table ([{name}.NAME])")
+                self.config_tables[name] = value
         unknown = sorted(set(config) - {s.name for s in self.settings})
         if unknown:
             raise usage.UsageError(f"config file {path} has unknown options: {', '.join(unknown)}")

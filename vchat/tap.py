@@ -13,7 +13,9 @@ from vchat.geo import GeoIPService, ICountryLookup, NoCountries
 from vchat.ice import IcePolicy, turn_url
 from vchat.listener import stop_running
 from vchat.matching import MatchingEngine
+from vchat.moderation.rules import IModerationRule, load_rules
 from vchat.moderation.service import ModerationService
+from vchat.moderation.webhook_config import WEBHOOK_SETTINGS, check_webhook_options, webhook_service
 from vchat.options import Setting, SettingsOptions, integer, number, server_endpoint, text
 from vchat.protocol.service import SignalingService
 from vchat.protocol.switchboard import Switchboard
@@ -136,14 +138,21 @@ SETTINGS = (
 class Options(SettingsOptions):
     """Options of `twistd vchat`; `--config FILE` supplies the same keys and the command line wins."""
 
-    settings = SETTINGS + STUN_SETTINGS
+    settings = SETTINGS + STUN_SETTINGS + WEBHOOK_SETTINGS
+    tables = ("rules",)  # [rules.NAME]: each automatic moderation rule's thresholds (docs/moderation.md)
 
     def check(self) -> None:
         self.stun: StunConfig = stun_config(self)
+        try:
+            self.rules: list[IModerationRule] = load_rules(self.config_tables.get("rules", {}))
+        except ValueError as e:
+            where = f"config file {self['config']}" if self["config"] else "moderation rules"
+            raise usage.UsageError(f"{where}: {e}") from None
         if self["turn-url"] and not self["turn-secret"]:
             raise usage.UsageError("--turn-url needs --turn-secret to issue TURN credentials")
         if self["max-report-bytes"] < self["max-message-bytes"]:
             raise usage.UsageError("--max-report-bytes must be at least --max-message-bytes")
+        check_webhook_options(self)
 
     def ice_policy(self) -> IcePolicy:
         """What `welcome` tells clients about ICE servers."""
@@ -192,8 +201,12 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Mult
         report_retention=options["report-retention"],
     )
     store.setServiceParent(root)
-    moderation = ModerationService(store, switchboard, reactor, on_failure=stop)
+    moderation = ModerationService(store, switchboard, reactor, on_failure=stop, rules=options.rules)
     moderation.setServiceParent(root)
+    webhook = webhook_service(options, reactor, moderation)
+    if webhook is not None:
+        moderation.webhook = webhook
+        webhook.setServiceParent(root)  # after moderation, so that it stops first
     countries: ICountryLookup = NoCountries()
     if options["geoip-db"]:
         geoip = GeoIPService(options["geoip-db"], reactor, on_failure=stop)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 from urllib.parse import urlparse
@@ -25,6 +26,7 @@ from vchat.addresses import Network
 from vchat.geo import ICountryLookup
 from vchat.ice import IcePolicy
 from vchat.matching import MatchingEngine
+from vchat.moderation.rules import IModerationRule
 from vchat.moderation.service import ModerationService
 from vchat.protocol.bans import IBanCheck
 from vchat.protocol.codec import CODECS, JSON, JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL, Codec
@@ -250,15 +252,17 @@ class MemoryServer:
         trusted_proxies: tuple[Network, ...] = (),
         bans: IBanCheck | None = None,
         store: IStore | None = None,
+        rules: Sequence[IModerationRule] = (),
     ) -> None:
         """`bans` is asked at every hello; or, with `store` (one whose Deferreds fire at once, such as
-        `MemoryStore`), a started `ModerationService` on it is (as `moderation`), which also stores reports."""
+        `MemoryStore`), a started `ModerationService` on it is (as `moderation`), which also stores reports
+        and runs the automatic moderation `rules`."""
         self.clock = MemoryReactorClock()
         self.switchboard = Switchboard(self.clock, MatchingEngine(), resume_grace, ice)
         self.moderation: ModerationService | None = None
         if store is not None:
             stores = StoreService(lambda: succeed(store), self.clock, on_failure=lambda: None)
-            self.moderation = bans = ModerationService(stores, self.switchboard, self.clock)
+            self.moderation = bans = ModerationService(stores, self.switchboard, self.clock, rules=rules)
             stores.startService()
             self.moderation.startService()
         self.factory = SignalingFactory(

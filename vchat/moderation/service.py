@@ -2,12 +2,14 @@
 new ban at once on every live session it bars.
 
 This is the documented Python API for bans and reports (docs/moderation.md): `ban`, `lift`, `check` and
-`resolve_report`; it also stores the reports clients send (`file_report`, asked by the switchboard).
+`resolve_report`; it also stores the reports clients send (`file_report`, asked by the switchboard), and runs
+the automatic moderation rules on each session's behaviour signals (told by the switchboard, as its
+`IBehaviourObserver`), flagging or banning as they decide.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 from twisted.application.service import Service
@@ -17,11 +19,16 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from vchat.failurelog import ThrottledFailureLog
 from vchat.moderation.banlist import BanList, bars
+from vchat.moderation.rules import BanAction, FlagAction, IModerationRule
+from vchat.moderation.signals import Signals
+from vchat.moderation.webhook import ModerationWebhook
 from vchat.outcome import Outcome
 from vchat.protocol.bans import BanNotice, IBanCheck
+from vchat.protocol.behaviour import IBehaviourObserver
 from vchat.protocol.reports import Filing, IReportSink
-from vchat.protocol.session import Session
+from vchat.protocol.session import Session, SessionState
 from vchat.protocol.switchboard import Switchboard
 from vchat.store.interface import IStore
 from vchat.store.records import (
@@ -29,7 +36,9 @@ from vchat.store.records import (
     BanSource,
     BanTarget,
     Category,
+    Flag,
     NewBan,
+    NewFlag,
     NewReport,
     Report,
     Snapshot,
@@ -45,7 +54,18 @@ def _notice(ban: Ban) -> BanNotice:
     return BanNotice(ban.reason, ban.ends_at)
 
 
-@implementer(IBanCheck, IReportSink)
+class _Watched:
+    """A live session and its behaviour signals, with the rules that have acted on it already."""
+
+    __slots__ = ("acted", "session", "signals")
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.signals = Signals()
+        self.acted: set[str] = set()
+
+
+@implementer(IBanCheck, IReportSink, IBehaviourObserver)
 class ModerationService(Service):
     """Bans: issued and lifted through the store, checked at `hello` against an index of the active ones.
 
@@ -53,6 +73,10 @@ class ModerationService(Service):
     nobody were banned (a fresh store loads at once; a large one should not keep everyone out); once loaded,
     the sessions let in meanwhile that a ban bars are closed. Timed bans end on the clock: `check` drops those
     that have ended, and the store deletes their snapshots at their end.
+
+    It watches every live session's behaviour (it becomes the switchboard's observer) and runs `rules` after
+    each event; a rule acts at most once per session, and a rule that raises is logged (within a budget) and
+    skipped.
     """
 
     _log = Logger()
@@ -63,14 +87,22 @@ class ModerationService(Service):
         switchboard: Switchboard,
         clock: IReactorTime,
         on_failure: Callable[[], object] = lambda: None,
+        rules: Sequence[IModerationRule] = (),
     ) -> None:
         self.setName("moderation")
+        self._rules = tuple(rules)
+        self._watched: dict[str, _Watched] = {}
+        self._failures = ThrottledFailureLog(clock)
+        switchboard.observer = self
         self._store = store
         self._switchboard = switchboard
         self._clock = clock
         self._on_failure = on_failure
         self._bans = BanList()
         self._loaded: Outcome[None] = Outcome()
+        self.webhook: ModerationWebhook | None = (
+            None  # set by the tap: it needs this service for its verdicts
+        )
         self._started = False
 
     @property
@@ -125,13 +157,15 @@ class ModerationService(Service):
         duration_s: float | None,
         snapshot: Snapshot | None = None,
         source: BanSource = "moderator",
+        messages: Sequence[str] = (),
     ) -> Deferred[Ban]:
         """Ban a `user_id` (a live session's id until accounts exist), an `ip` (an address or a CIDR network,
         IPv4 or IPv6) or a `device_id` for `duration_s` seconds from now (None: for good).
 
         The ban is stored (with `snapshot`, kept until it ends), checked at every `hello` from then on, and
-        enforced at once: every live session it bars gets `banned` and is closed with 4004. Fires with the
-        stored ban; fails with ValueError for a bad target, reason, category, source or duration.
+        enforced at once: every live session it bars gets `banned` and is closed with 4004. `messages` (the
+        offender's own last chat lines, at most 20) are kept only with a `chat_abuse` ban. Fires with the
+        stored ban; fails with ValueError for a bad target, reason, category, source, duration or messages.
         """
         now = self._clock.seconds()
         try:
@@ -142,6 +176,7 @@ class ModerationService(Service):
                 source=source,
                 created_at=now,
                 ends_at=None if duration_s is None else now + duration_s,
+                messages=tuple(messages),
             )
         except (ValueError, TypeError):
             return fail()
@@ -186,8 +221,12 @@ class ModerationService(Service):
     # --- reports --------------------------------------------------------------------------------------
 
     def file_report(self, filing: Filing) -> Deferred[str]:
-        """Store a user's report (the switchboard checked it); fires with the new report's id."""
+        """Store a user's report (the switchboard checked it); fires with the new report's id. The reported
+        user's signals count it."""
         reporter, reported = filing.reporter, filing.reported
+        watched = self._watched.get(reported.user_id)
+        if watched is not None:
+            self._observe(watched.session, Signals.reported)
         image = filing.snapshot
         try:
             new = NewReport(
@@ -205,7 +244,16 @@ class ModerationService(Service):
         except (ValueError, TypeError):
             return fail()
         adding = self._store.whenOpen().addCallback(lambda store: store.add_report(new, snapshot))
-        return adding.addCallback(lambda report: report.id)
+        return adding.addCallback(self._filed, snapshot)
+
+    def _filed(self, report: Report, snapshot: Snapshot | None) -> str:
+        """A report is stored: hand it to the webhook, if there is one; the reporter hears its id either way."""
+        if self.webhook is not None:
+            try:
+                self.webhook.submit_report(report, snapshot)
+            except Exception:
+                self._failures.failure("submitting a report to the moderation webhook")
+        return report.id
 
     def resolve_report(
         self,
@@ -261,6 +309,10 @@ class ModerationService(Service):
         if report is None:
             return None
 
+        # A chat-abuse ban carries the reported user's own last messages, while its session is live.
+        watched = self._watched.get(report.reported_user_id) if report.reason == "chat_abuse" else None
+        messages = tuple(watched.signals.recent) if watched is not None else ()
+
         def ban_of(kind: TargetKind, value: str) -> NewBan:
             return NewBan(
                 target=BanTarget(kind, value),
@@ -269,6 +321,7 @@ class ModerationService(Service):
                 source=source,
                 created_at=now,
                 ends_at=None if duration_s is None else now + duration_s,
+                messages=messages if kind == "user_id" else (),
             )
 
         resolved = await store.resolve_report(report_id, now, ban_of("user_id", report.reported_user_id))
@@ -280,3 +333,114 @@ class ModerationService(Service):
         if report.reported_device_id is not None:
             self._enforce(await store.add_ban(ban_of("device_id", report.reported_device_id), None))
         return resolved
+
+    # --- automatic moderation: IBehaviourObserver -----------------------------------------------------------
+
+    def match_started(self, session: Session) -> None:
+        """Count a match of `session`, and run the rules."""
+        self._observe(session, Signals.match_started)
+
+    def match_ended(self, session: Session, seconds: float, partner_left: bool) -> None:
+        """Count how long a match of `session` lasted and who ended it, and run the rules."""
+        self._observe(session, Signals.match_ended, seconds, partner_left)
+
+    def chat_sent(self, session: Session, text: str) -> None:
+        """Note a chat message `session` sent (its text stays in memory), and run the rules."""
+        self._observe(session, Signals.chat, text)
+
+    def session_ended(self, session: Session) -> None:
+        """Forget `session`'s signals and messages."""
+        self._watched.pop(session.session_id, None)
+
+    def _observe(self, session: Session, record: Callable[..., None], *args: object) -> None:
+        try:
+            watched = self._watched.get(session.session_id)
+            if watched is None:
+                if session.state is SessionState.CLOSED:
+                    return
+                watched = self._watched[session.session_id] = _Watched(session)
+            record(watched.signals, *args)
+            if self._rules:
+                self._judge(watched)
+        except Exception:
+            self._failures.failure("watching a session's behaviour")
+
+    def _judge(self, watched: _Watched) -> None:
+        now = self._clock.seconds()
+        decided: list[tuple[str, FlagAction | BanAction]] = []
+        for rule in self._rules:
+            if rule.name in watched.acted:
+                continue
+            try:
+                action = rule.judge(watched.signals, now)
+            except Exception:
+                self._failures.failure(f"moderation rule {rule.name!r}")
+                continue
+            if action is not None:
+                watched.acted.add(rule.name)
+                decided.append((rule.name, action))
+        banned = False
+        for name, action in decided:  # every flag, and the first ban
+            if isinstance(action, BanAction):
+                if not banned:
+                    banned = True
+                    # The offender's messages as they are now; the ban itself waits for the switchboard to
+                    # finish what it is doing (a ban ends sessions, which must not happen in its midst).
+                    messages = tuple(watched.signals.recent) if action.category == "chat_abuse" else ()
+                    self._clock.callLater(0, self._rule_ban, watched.session, name, action, messages)
+            else:
+                self._rule_flag(watched, name, action, now)
+
+    def _rule_flag(self, watched: _Watched, rule: str, action: FlagAction, now: float) -> None:
+        session = watched.session
+        try:
+            new = NewFlag(
+                user_id=session.session_id,
+                device_id=session.device_id,
+                rule=rule,
+                summary=action.summary,
+                created_at=now,
+            )
+        except (ValueError, TypeError):
+            self._failures.failure(f"the flag of moderation rule {rule!r}")
+            return
+        self._log.info("rule {rule} flagged session {session_id}", rule=rule, session_id=session.session_id)
+        adding = self._store.whenOpen().addCallback(lambda store: store.add_flag(new))
+        adding.addCallback(self._flagged)
+        adding.addErrback(self._action_failed, f"storing a flag of rule {rule!r}")
+
+    def _rule_ban(self, session: Session, rule: str, action: BanAction, messages: tuple[str, ...]) -> None:
+        try:
+            self._log.info(
+                "rule {rule} bans session {session_id} for {duration_s} s",
+                rule=rule,
+                session_id=session.session_id,
+                duration_s=action.duration_s,
+            )
+            device_id = session.device_id  # read before the ban ends the session
+            banning = self.ban(
+                "user_id",
+                session.session_id,
+                action.reason,
+                action.category,
+                action.duration_s,
+                source="rule",
+                messages=messages,
+            )
+            banning.addErrback(self._action_failed, f"the ban of rule {rule!r}")
+            if device_id is not None:
+                self.ban(
+                    "device_id", device_id, action.reason, action.category, action.duration_s, source="rule"
+                ).addErrback(self._action_failed, f"the device ban of rule {rule!r}")
+        except Exception:
+            self._failures.failure(f"the ban of moderation rule {rule!r}")
+
+    def _flagged(self, flag: Flag) -> None:
+        if self.webhook is not None:
+            try:
+                self.webhook.submit_flag(flag)
+            except Exception:
+                self._failures.failure("submitting a flag to the moderation webhook")
+
+    def _action_failed(self, failure: Failure, what: str) -> None:
+        self._log.failure("{what} failed", failure, what=what)

@@ -112,6 +112,7 @@ class Match:
     match_id: str
     offer: Session
     answer: Session
+    started_at: float = 0.0  # when the two were matched, for how long the match lasted
 
     @property
     def sessions(self) -> tuple[Session, Session]:

@@ -15,6 +15,7 @@ from vchat.ice import IcePolicy
 from vchat.matching import MatchingEngine, Pair, Seeker
 from vchat.outcome import Outcome
 from vchat.protocol.bans import BanNotice
+from vchat.protocol.behaviour import IBehaviourObserver
 from vchat.protocol.errors import CloseCode, ErrorCode, ProtocolError
 from vchat.protocol.messages import Hello, Report, Search
 from vchat.protocol.reports import Filing, IReportSink
@@ -45,6 +46,8 @@ class Switchboard:
         self._by_token: dict[str, Session] = {}
         self._online = 0
         self._poll_timer: IDelayedCall | None = None
+        # Told what each session does, for automatic moderation; None: nobody watches.
+        self.observer: IBehaviourObserver | None = None
         # Resume tokens of sessions ended by a ban -> (session id, when forgotten), oldest first: a resume with
         # one within the grace window is checked against the ban instead of quietly starting a fresh session.
         self._banned_tokens: dict[str, tuple[str, float]] = {}
@@ -193,6 +196,8 @@ class Switchboard:
         session.enter(SessionState.CLOSED)
         del self._sessions[session.session_id]
         self._by_token.pop(session.resume_token, None)
+        if self.observer is not None:
+            self.observer.session_ended(session)
         self._log.info("session {session_id} ended", session_id=session.session_id)
 
     def close_banned(self, notice_for: Callable[[Session], BanNotice | None]) -> int:
@@ -270,12 +275,15 @@ class Switchboard:
 
     def _start_match(self, pair: Pair) -> None:
         offer, answer = self._sessions[pair.waiting], self._sessions[pair.arriving]
-        match = Match(secrets.token_urlsafe(9), offer, answer)
+        match = Match(secrets.token_urlsafe(9), offer, answer, self._clock.seconds())
         for session in match.sessions:
             session.match = match
             session.enter(SessionState.MATCHED)
         for session in match.sessions:
             self._send(session, {"type": "matched", **match.describe_for(session)})
+        if self.observer is not None:
+            for session in match.sessions:
+                self.observer.match_started(session)
 
     def _end_match(self, session: Session, reason: str) -> None:
         match = session.match
@@ -293,6 +301,9 @@ class Switchboard:
         if partner.state is SessionState.MATCHED:
             partner.enter(SessionState.IDLE)
         self._send(partner, {"type": "partner_left", "match_id": match.match_id, "reason": reason})
+        if self.observer is not None:
+            self.observer.match_ended(session, now - match.started_at, False)
+            self.observer.match_ended(partner, now - match.started_at, True)
 
     def _schedule_poll(self) -> None:
         due = self._engine.next_poll_at()
@@ -327,6 +338,12 @@ class Switchboard:
                 ErrorCode.PARTNER_RECONNECTING, "your partner lost the connection and may come back"
             )
         partner.peer.send(message)
+
+    def chat(self, session: Session, match_id: str, text: str) -> None:
+        """Pass a chat message to the partner in match `match_id`; the observer, if any, is told its text."""
+        self.relay(session, match_id, {"type": "chat", "match_id": match_id, "text": text})
+        if self.observer is not None:
+            self.observer.chat_sent(session, text)
 
     # --- reports ------------------------------------------------------------------------------------------
 

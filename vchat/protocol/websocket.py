@@ -368,8 +368,7 @@ class SignalingProtocol(WebSocketServerProtocol):
         self.factory.switchboard.relay(self._require_session(), signal.match_id, relayed)
 
     def handle_chat(self, chat: Chat, rid: RequestId) -> None:
-        relayed = {"type": "chat", "match_id": chat.match_id, "text": chat.text}
-        self.factory.switchboard.relay(self._require_session(), chat.match_id, relayed)
+        self.factory.switchboard.chat(self._require_session(), chat.match_id, chat.text)
 
     def handle_typing(self, typing: Typing, rid: RequestId) -> None:
         relayed = {"type": "typing", "match_id": typing.match_id}
