@@ -3,6 +3,7 @@ and the signaling endpoint on a driven clock, with clients connected to it in me
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -96,6 +97,11 @@ class SignalingClient(WebSocketClientProtocol):
         """Encode `message` with the negotiated codec and send it."""
         self.sendMessage(self.codec.encode(message), isBinary=self.codec.binary)
 
+    async def hello(self, **fields: object) -> dict[str, Any]:
+        """Say hello (`hello_message(**fields)`); returns the `welcome`."""
+        self.send(hello_message(**fields))
+        return await self.expect("welcome")
+
     async def receive(self, timeout: float = 5.0) -> dict[str, Any]:
         """The next message from the server; `twisted.internet.defer.TimeoutError` after `timeout` s."""
         waiting = self.inbox.get()
@@ -177,17 +183,31 @@ class RecordingPeer:
 
 @dataclass
 class RunningServer:
-    """A started vchat service tree and the URL of its WebSocket endpoint."""
+    """A started vchat service tree and the URL of its WebSocket endpoint.
+
+    `data_dir` is its data directory; `owns_data_dir` says whether `start_server` made it (a temporary one),
+    and so whether `stop` removes it."""
 
     service: MultiService
     url: str
     reactor: IServerReactor
     data_dir: str
+    owns_data_dir: bool = True
 
     async def stop(self) -> None:
-        """Stop the service tree and remove its data directory."""
+        """Stop the service tree, and remove its data directory if `start_server` made it."""
         await self.service.stopService()
-        shutil.rmtree(self.data_dir, ignore_errors=True)
+        if self.owns_data_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    @property
+    def moderation(self) -> ModerationService:
+        """The service tree's moderation service (bans, reports)."""
+        return cast(ModerationService, self.service.getServiceNamed("moderation"))
+
+    def store(self) -> Deferred[IStore]:
+        """Fires with the service tree's open store."""
+        return cast(StoreService, self.service.getServiceNamed("store")).whenOpen()
 
     async def client(
         self,
@@ -220,17 +240,25 @@ async def start_server(reactor: IServerReactor, *args: str) -> RunningServer:
     """Start `twistd vchat`'s service tree in `reactor`, listening on an ephemeral loopback port.
 
     `args` are `twistd vchat` options; STUN is off unless they turn it on, and the data directory is a fresh
-    temporary one that `RunningServer.stop` removes.
+    temporary one that `RunningServer.stop` removes, unless `args` name one with `--data-dir` (kept at stop).
     """
-    data_dir = tempfile.mkdtemp(prefix="vchat-test-")
+    temporary = tempfile.mkdtemp(prefix="vchat-test-")
     options = Options()
-    options.parseOptions(
-        ["--ws", "tcp:0:interface=127.0.0.1", "--stun-udp", "0", "--data-dir", data_dir, *args]
-    )
+    try:
+        options.parseOptions(
+            ["--ws", "tcp:0:interface=127.0.0.1", "--stun-udp", "0", "--data-dir", temporary, *args]
+        )
+    except BaseException:
+        os.rmdir(temporary)
+        raise
+    data_dir: str = options["data-dir"]
+    owned = data_dir == temporary
+    if not owned:
+        os.rmdir(temporary)  # still empty: the store has not opened it
     service = makeService(options, reactor)
     service.startService()
     port = await service.getServiceNamed("signaling").whenListening()
-    return RunningServer(service, f"ws://127.0.0.1:{port.getHost().port}/ws", reactor, data_dir)
+    return RunningServer(service, f"ws://127.0.0.1:{port.getHost().port}/ws", reactor, data_dir, owned)
 
 
 _SERVER_ADDRESS = IPv4Address("TCP", "127.0.0.1", 8080)
