@@ -8,7 +8,7 @@ summarised into the store (a flag's figures, or a chat-abuse ban's own last mess
 from __future__ import annotations
 
 import re
-from collections import Counter, deque
+from collections import deque
 from typing import Literal
 
 RECENT_MESSAGES = 20
@@ -63,7 +63,9 @@ class Signals:
         self.last_text = ""  # the message just sent (after a "chat" event)
         self.repeats = 0  # how many of the recent messages are the same as the last one
         self.recent: deque[str] = deque(maxlen=RECENT_MESSAGES)  # this user's own last messages
-        self._counts: Counter[str] = Counter()  # the recent messages, by `_key`
+        # The recent messages, by `_key`: a plain dict, since Counter's __missing__ and __delitem__ are Python
+        # calls on every chat message.
+        self._counts: dict[str, int] = {}
 
     # --- events ----------------------------------------------------------------------------------------
 
@@ -96,15 +98,17 @@ class Signals:
         self.chats += 1
         if LINK.search(text):
             self.links += 1
+        counts = self._counts
         if len(self.recent) == self.recent.maxlen:
             evicted = _key(self.recent[0])
-            self._counts[evicted] -= 1
-            if not self._counts[evicted]:
-                del self._counts[evicted]
+            left = counts[evicted] - 1
+            if left:
+                counts[evicted] = left
+            else:
+                del counts[evicted]
         self.recent.append(text)
         key = _key(text)
-        self._counts[key] += 1
-        self.repeats = self._counts[key]
+        self.repeats = counts[key] = counts.get(key, 0) + 1
         self.last_text = text
 
     # --- derived figures ----------------------------------------------------------------------------------
