@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, assert_never, cast
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -138,7 +139,6 @@ class SignalingProtocol(WebSocketServerProtocol):
         self._backlog: OutgoingBacklog | None = None
         self._address_key: str | bytes | None = None
         self._address: str | None = None
-        self._head = b""  # the first bytes of the message being received, to tell a report by
         self._large_report = False  # the message being received is over max_message_bytes and a report
 
     # --- autobahn callbacks ---------------------------------------------------------------------------
@@ -187,27 +187,29 @@ class SignalingProtocol(WebSocketServerProtocol):
     # message are held before it is refused, whoever sends it.
 
     def onMessageBegin(self, isBinary: bool) -> None:
-        self._head, self._large_report = b"", False
+        self._large_report = False
         super().onMessageBegin(isBinary)
 
     def onMessageFrameBegin(self, length: int) -> None:
         super().onMessageFrameBegin(length)
-        self._check_size()
+        self._check_size(b"")
 
     def onMessageFrameData(self, payload: bytes) -> None:
-        if len(self._head) < REPORT_HEAD_BYTES:
-            self._head += payload[: REPORT_HEAD_BYTES - len(self._head)]
-        if self._check_size():
-            super().onMessageFrameData(payload)
+        # A small message (nearly all of them) costs one comparison here.
+        if self.message_data_total_length > self.factory.limits.max_message_bytes and not self._check_size(
+            payload
+        ):
+            return
+        super().onMessageFrameData(payload)
 
-    def _check_size(self) -> bool:
+    def _check_size(self, arriving: bytes) -> bool:
         """False (and the connection failed with 1009) once the message is too large for what it is."""
         if self.failedByMe:
             return False
         limit = self.factory.limits.max_message_bytes
         if self._large_report or self.message_data_total_length <= limit:
             return True
-        verdict = starts_as_report(self._head, self.message_is_binary)
+        verdict = starts_as_report(self._first_bytes(arriving), self.message_is_binary)
         if verdict is None:
             return True  # fewer than REPORT_HEAD_BYTES bytes so far: not yet known
         if verdict:
@@ -217,6 +219,15 @@ class SignalingProtocol(WebSocketServerProtocol):
             self.message_data_total_length, limit, f"a message other than report over {limit} bytes"
         )
         return False
+
+    def _first_bytes(self, arriving: bytes) -> bytes:
+        """The first REPORT_HEAD_BYTES bytes of the message: from what Autobahn holds of it, then `arriving`."""
+        head = b""
+        for chunk in chain(self.message_data, self.frame_data or (), (arriving,)):
+            head += chunk[: REPORT_HEAD_BYTES - len(head)]
+            if len(head) >= REPORT_HEAD_BYTES:
+                break
+        return head
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if self.state != self.STATE_OPEN:
