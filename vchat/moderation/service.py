@@ -10,10 +10,10 @@ the automatic moderation rules on each session's behaviour signals (told by the 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, DeferredList, FirstError, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -182,6 +182,28 @@ class ModerationService(Service):
             return fail()
         adding = self._store.whenOpen().addCallback(lambda store: store.add_ban(new, snapshot))
         return adding.addCallback(self._enforce)
+
+    def ban_user(
+        self,
+        user_id: str,
+        device_id: str | None,
+        reason: str,
+        category: Category,
+        duration_s: float | None,
+        source: BanSource = "moderator",
+        messages: Sequence[str] = (),
+    ) -> Deferred[None]:
+        """Ban a user by both identities: its `user_id` (with `messages`, as `ban` keeps them) and, when the
+        client sent one, its `device_id`. Fires when both bans are in force; fails as the first failure did."""
+        bans = [self.ban("user_id", user_id, reason, category, duration_s, source=source, messages=messages)]
+        if device_id is not None:
+            bans.append(self.ban("device_id", device_id, reason, category, duration_s, source=source))
+        together: Deferred[Any] = DeferredList(bans, fireOnOneErrback=True, consumeErrors=True)
+
+        def unwrap(failure: Failure) -> Failure:
+            return failure.value.subFailure if isinstance(failure.value, FirstError) else failure
+
+        return together.addCallbacks(lambda _: None, unwrap)
 
     def _enforce(self, ban: Ban) -> Ban:
         if not ban.active_at(self._clock.seconds()):
@@ -417,21 +439,15 @@ class ModerationService(Service):
                 session_id=session.session_id,
                 duration_s=action.duration_s,
             )
-            device_id = session.device_id  # read before the ban ends the session
-            banning = self.ban(
-                "user_id",
+            self.ban_user(
                 session.session_id,
+                session.device_id,
                 action.reason,
                 action.category,
                 action.duration_s,
                 source="rule",
                 messages=messages,
-            )
-            banning.addErrback(self._action_failed, f"the ban of rule {rule!r}")
-            if device_id is not None:
-                self.ban(
-                    "device_id", device_id, action.reason, action.category, action.duration_s, source="rule"
-                ).addErrback(self._action_failed, f"the device ban of rule {rule!r}")
+            ).addErrback(self._action_failed, f"the ban of rule {rule!r}")
         except Exception:
             self._failures.failure(f"the ban of moderation rule {rule!r}")
 

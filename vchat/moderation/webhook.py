@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol, cast
 
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, FirstError, succeed
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
 from twisted.internet.error import TimeoutError
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol as TwistedProtocol
@@ -38,7 +38,7 @@ from vchat.moderation.webhook_message import (
 )
 from vchat.moderation.webhook_queue import Delivery, DeliveryQueue, backoff
 from vchat.store.interface import AlreadyResolved
-from vchat.store.records import Ban, BanSource, Category, Flag, Report, Snapshot, TargetKind
+from vchat.store.records import BanSource, Category, Flag, Report, Snapshot
 
 OnVerdict = Callable[[Subject, Verdict], "Deferred[Any] | None"]
 
@@ -407,17 +407,16 @@ class IVerdictTarget(Protocol):
     ) -> Deferred[Report | None]:
         """Decide an open report."""
 
-    def ban(
+    def ban_user(
         self,
-        target_kind: TargetKind,
-        value: str,
+        user_id: str,
+        device_id: str | None,
         reason: str,
         category: Category,
         duration_s: float | None,
-        snapshot: Snapshot | None = None,
         source: BanSource = "moderator",
-    ) -> Deferred[Ban]:
-        """Ban a user, address or device."""
+    ) -> Deferred[None]:
+        """Ban a user by its user id and device id."""
 
 
 FLAG_BAN_REASON = "banned by automatic moderation"
@@ -442,20 +441,12 @@ def apply_verdict(moderation: IVerdictTarget, subject: Subject, verdict: Verdict
             _log.info("report {id} was resolved before the webhook's verdict came", id=subject.id)
 
         return resolving.addCallbacks(lambda _: None, resolved_before)
-    reason = verdict.reason or FLAG_BAN_REASON
     category: Category = verdict.category or "other"
-    bans: list[Deferred[Any]] = [
-        moderation.ban("user_id", subject.user_id, reason, category, verdict.duration_s, source="webhook")
-    ]
-    if subject.device_id is not None:
-        bans.append(
-            moderation.ban(
-                "device_id", subject.device_id, reason, category, verdict.duration_s, source="webhook"
-            )
-        )
-    together: Deferred[Any] = DeferredList(bans, fireOnOneErrback=True, consumeErrors=True)
-
-    def unwrap(failure: Failure) -> Failure:
-        return failure.value.subFailure if isinstance(failure.value, FirstError) else failure
-
-    return together.addCallbacks(lambda _: None, unwrap)
+    return moderation.ban_user(
+        subject.user_id,
+        subject.device_id,
+        verdict.reason or FLAG_BAN_REASON,
+        category,
+        verdict.duration_s,
+        source="webhook",
+    )
