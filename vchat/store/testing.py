@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import random
 import re
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -104,12 +105,12 @@ def ids(records: list[Ban] | list[Report] | list[Flag]) -> list[str]:
     return [record.id for record in records]
 
 
-class StoreContract:
+class StoreContract(ABC):
     """What every store must do. Subclasses say how to open one in a directory (empty at first)."""
 
+    @abstractmethod
     async def open_store(self, directory: Path) -> IStore:
         """Open the store under test, kept in `directory` if it keeps anything."""
-        raise NotImplementedError
 
     @asynccontextmanager
     async def opened(self, directory: Path) -> AsyncIterator[IStore]:
