@@ -18,5 +18,10 @@ def test_cli_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
 def test_cli_options_become_settings() -> None:
     args = build_parser().parse_args(["--codec", "msgpack", "--dwell-min", "1", "--dwell-max", "3"])
     assert args.codec == "msgpack" and args.url == "ws://127.0.0.1:8080/ws" and args.clients == 10
+    assert args.origin is None
+    assert (
+        build_parser().parse_args(["--origin", "https://chat.example.org"]).origin
+        == "https://chat.example.org"
+    )
     settings = settings_from(args)
     assert (settings.dwell_min, settings.dwell_max, settings.search_timeout) == (1.0, 3.0, 10.0)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from vchat.admin.api import AdminApi
+from vchat.admin.http import Route
 from vchat.protocol.errors import CloseCode, ErrorCode
 from vchat.protocol.messages import CLIENT_TYPES, parse_message
 from vchat.tap import Options
@@ -72,3 +74,29 @@ def test_every_option_is_in_the_readme(setting: object) -> None:
 )
 def test_every_stun_option_is_in_the_stun_guide(setting: object) -> None:
     assert f"`--{setting.name}" in STUN_GUIDE  # type: ignore[attr-defined]
+
+
+ADMIN_GUIDE = (ROOT / "docs" / "admin.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "route", AdminApi.routes(object.__new__(AdminApi)), ids=lambda route: f"{route.method} {route.pattern}"
+)
+def test_every_admin_route_is_in_the_admin_guide(route: Route) -> None:
+    assert re.search(rf"`{route.method} {re.escape(route.pattern)}[`?]", ADMIN_GUIDE)
+
+
+@pytest.mark.parametrize(
+    "code",
+    sorted(
+        set(
+            re.findall(
+                r'ApiError\(\s*\d+,\s*"(\w+)"',
+                (ROOT / "vchat" / "admin" / "api.py").read_text()
+                + (ROOT / "vchat" / "admin" / "http.py").read_text(),
+            )
+        )
+    ),
+)
+def test_every_admin_error_code_is_in_the_admin_guide(code: str) -> None:
+    assert f"`{code}`" in ADMIN_GUIDE

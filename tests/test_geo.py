@@ -16,15 +16,20 @@ from vchat.geo import GeoIPService, ICountryLookup, NoCountries, open_country_da
 from vchat.testing import start_server
 
 
-@pytest.fixture
-def country_db(tmp_path: Path) -> str:
-    """A MaxMind-format country database, written for the test with mmdb-writer."""
+def write_country_db(path: Path, loopback: str = "DE") -> None:
+    """Write a MaxMind-format country database with mmdb-writer, `loopback` the country of 127.0.0.0/8."""
     writer = MMDBWriter(ip_version=6, database_type="GeoLite2-Country", ipv4_compatible=True)
-    writer.insert_network(IPSet(["127.0.0.0/8"]), {"country": {"iso_code": "DE"}})
+    writer.insert_network(IPSet(["127.0.0.0/8"]), {"country": {"iso_code": loopback}})
     writer.insert_network(IPSet(["203.0.113.0/24"]), {"country": {"iso_code": "FR"}})
     writer.insert_network(IPSet(["2001:db8::/32"]), {"registered_country": {"iso_code": "JP"}})
-    path = tmp_path / "countries.mmdb"
     writer.to_db_file(str(path))
+
+
+@pytest.fixture
+def country_db(tmp_path: Path) -> str:
+    """A MaxMind-format country database, written for the test."""
+    path = tmp_path / "countries.mmdb"
+    write_country_db(path)
     return str(path)
 
 
@@ -53,6 +58,21 @@ async def test_unreadable_database_stops_the_process(tmp_path: Path) -> None:
     with pytest.raises(InvalidDatabaseError):
         await service.whenLoaded()
     assert failures == [True] and service.country_of("127.0.0.1") is None
+    service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_started_again_it_reads_the_database_again(country_db: str) -> None:
+    service = GeoIPService(country_db, reactor, on_failure=lambda: None)
+    service.startService()
+    await service.whenLoaded()
+    assert service.country_of("127.0.0.1") == "DE"
+    service.stopService()
+    assert service.country_of("127.0.0.1") is None
+    write_country_db(Path(country_db), loopback="AT")  # a new edition
+    service.startService()
+    await service.whenLoaded()
+    assert service.country_of("127.0.0.1") == "AT"
     service.stopService()
 
 

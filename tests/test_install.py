@@ -106,3 +106,8 @@ def test_wheel_install(venv: Venv, source: Path, tmp_path: Path) -> None:
     shutil.rmtree(source)  # the installed copy must stand on its own
     assert (venv.site_packages() / "twisted" / "plugins" / "vchat_plugins.py").is_file()
     assert_plugins_run(venv, tmp_path)
+    # The moderator page's files came along: the admin service reads them when it is built.
+    pages = venv.run(
+        "python", "-c", "from vchat.admin.service import page_routes; print(len(page_routes()))", cwd=tmp_path
+    ).stdout
+    assert pages.strip() == "3"

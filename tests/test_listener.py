@@ -14,7 +14,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from vchat.listener import EndpointService
+from vchat.listener import EndpointService, StartupGuard
 from vchat.testing import result_of
 
 FACTORY = Factory()
@@ -148,3 +148,27 @@ def test_stopping_during_a_pending_listen_is_no_failure() -> None:
     result_of(service.whenListening())
     assert service.failures == 0
     assert [event for event in events if "log_failure" in event] == []
+
+
+def test_started_again_it_listens_again_and_reports_the_new_port() -> None:
+    reactor = MemoryReactor()
+    service = ServiceUnderTest(TCP4ServerEndpoint(reactor, 8080, interface="127.0.0.1"))
+    service.startService()
+    first = result_of(service.whenListening())
+    result_of(service.stopService())
+    service.startService()
+    second = result_of(service.whenListening())
+    assert second is service.port and second is not first
+    assert len(reactor.tcpServers) == 2 and service.events == ["closing"]
+
+
+def test_the_guard_stops_the_process_only_while_it_starts() -> None:
+    reactor = MemoryReactor()
+    reactor.running = True
+    guard = StartupGuard(reactor)
+    guard.started()
+    guard.failed()  # an operator's start: theirs to handle
+    assert not reactor.hasStopped
+    starting = StartupGuard(reactor)
+    starting.failed()
+    assert reactor.hasStopped

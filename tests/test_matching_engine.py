@@ -201,6 +201,21 @@ def test_cancel() -> None:
     assert engine.search(woman("w"), 1.0) is None
 
 
+def test_queue_lengths_count_each_waiting_user_once_by_gender_and_want() -> None:
+    engine = MatchingEngine()
+    assert engine.queue_lengths() == {(g, w): 0 for g in ("m", "f", "u") for w in ("any", "m", "f")}
+    # Nobody here accepts anybody else; "a" sits in two country partitions, and counts once.
+    engine.search(man("a", countries=frozenset({"DE", "FR"})), 0.0)
+    engine.search(man("b"), 0.0)
+    engine.search(man("c", want="any"), 0.0)
+    engine.search(woman("d", want="f"), 0.0)
+    engine.search(Seeker("e", "u", None, "f"), 0.0)
+    lengths = engine.queue_lengths()
+    expected = {("m", "f"): 2, ("m", "any"): 1, ("f", "f"): 1, ("u", "f"): 1}
+    assert {key: n for key, n in lengths.items() if n} == expected
+    assert sum(lengths.values()) == len(engine) == 5
+
+
 # Recent partners
 
 
@@ -717,6 +732,10 @@ class EngineMachine(RuleBasedStateMachine):
     @invariant()
     def queue_matches_the_model(self) -> None:
         assert len(self.engine) == len(self.waiting)
+        lengths = self.engine.queue_lengths()
+        assert sum(lengths.values()) == len(self.engine)
+        for (gender, want), n in lengths.items():
+            assert n == sum(s.gender == gender and s.want == want for s, _, _ in self.waiting.values())
         for sid in SESSIONS:
             assert self.engine.is_waiting(sid) is (sid in self.waiting)
             assert not (sid in self.waiting and sid in self.chatting)

@@ -19,12 +19,12 @@ from vchat.moderation.service import ModerationService
 from vchat.protocol.bans import IBanCheck
 from vchat.protocol.messages import Hello
 from vchat.protocol.switchboard import Switchboard
-from vchat.store.interface import IStore
+from vchat.store.interface import AlreadyResolved, IStore
 from vchat.store.memory import MemoryStore
-from vchat.store.records import Ban, BanTarget
+from vchat.store.records import Ban, BanTarget, Flag
 from vchat.store.service import StoreService
 from vchat.store.sqlite import open_sqlite_store
-from vchat.store.testing import a_ban
+from vchat.store.testing import a_ban, a_flag
 from vchat.testing import OFFERED, MemoryClient, MemoryServer, RecordingPeer, fired, hello_message, result_of
 
 CODECS = ["json", "msgpack"]
@@ -298,3 +298,51 @@ async def test_bans_survive_a_restart(tmp_path: Path) -> None:
     finally:
         service.stopService()
         await stores.stopService()
+
+
+def stored_flag(server: MemoryServer, user_id: str, device_id: str | None) -> str:
+    store = fired(moderation(server)._store.whenOpen())
+    flag: Flag = fired(store.add_flag(a_flag(user_id=user_id, device_id=device_id)))
+    return flag.id
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_resolving_a_flag_with_a_ban_bans_the_flagged_user_and_device(
+    memory: MemoryServer, codec: str
+) -> None:
+    offerer, answerer, _, _ = memory.matched_pair(codec, "json")
+    session_id = offerer.peer._session.session_id  # type: ignore[union-attr]
+    flag_id = stored_flag(memory, session_id, "d-7")
+    flag = fired(moderation(memory).resolve_flag(flag_id, "ban", DAY, "insults", "harassment"))
+    memory.flush()
+    assert (flag.status, flag.resolved_at) == ("resolved", memory.clock.seconds())
+    assert_banned(offerer, until=int(memory.clock.seconds() + DAY))
+    assert answerer.expect("partner_left")["reason"] == "disconnect"
+    notice = moderation(memory).check(None, None, "d-7")
+    assert notice is not None and notice.reason == "insults"
+    with pytest.raises(AlreadyResolved):
+        fired(moderation(memory).resolve_flag(flag_id, "dismiss"))
+
+
+def test_dismissing_a_flag_bans_nobody(memory: MemoryServer) -> None:
+    flag_id = stored_flag(memory, "u-5", "d-5")
+    flag = fired(moderation(memory).resolve_flag(flag_id))
+    assert flag.status == "resolved"
+    assert moderation(memory).active == 0
+    assert fired(moderation(memory).resolve_flag("no-such-flag", "ban")) is None
+
+
+def test_a_bad_flag_decision_fails_and_changes_nothing(memory: MemoryServer) -> None:
+    flag_id = stored_flag(memory, "u-5", None)
+    service = moderation(memory)
+    for bad in [
+        lambda: service.resolve_flag(flag_id, "warn"),  # type: ignore[arg-type]
+        lambda: service.resolve_flag(flag_id, "ban", -1.0),
+        lambda: service.resolve_flag(flag_id, "ban", None, reason=""),
+        lambda: service.resolve_flag(flag_id, "ban", None, category="shoplifting"),  # type: ignore[arg-type]
+    ]:
+        result = result_of(bad())
+        assert isinstance(result, Failure) and result.check(ValueError)
+    store = fired(service._store.whenOpen())
+    assert fired(store.get_flag(flag_id)).status == "open"
+    assert service.active == 0

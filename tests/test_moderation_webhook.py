@@ -207,7 +207,7 @@ def test_which_statuses_are_retried(status: int, again: bool) -> None:
 
 
 def item(name: str, size: int = 10) -> Delivery:
-    return Delivery(Subject("report", name, "u-1"), b"x" * size)
+    return Delivery(Subject("report", name), b"x" * size)
 
 
 def test_a_full_queue_drops_its_oldest_items() -> None:
@@ -371,7 +371,7 @@ def test_a_report_is_posted_signed_and_its_ban_verdict_applied() -> None:
     assert headers["Content-Type"] == "application/json"
     assert headers[TIMESTAMP_HEADER] == str(int(NOW))
     assert verify(SECRET, headers[TIMESTAMP_HEADER], headers[SIGNATURE_HEADER], body, NOW)
-    assert rig.verdicts == [(Subject("report", stored.id, "u-1", "d-1"), Verdict("ban", 3600.0, "nudity"))]
+    assert rig.verdicts == [(Subject("report", stored.id), Verdict("ban", 3600.0, "nudity"))]
     service = rig.service
     assert (service.submitted, service.delivered, service.failed, service.dropped, service.queued) == (
         1,
@@ -586,7 +586,7 @@ def stored_report(server: MemoryServer) -> Report:
 def test_a_ban_verdict_on_a_report_resolves_it_with_a_ban_from_the_webhook(memory: MemoryServer) -> None:
     assert memory.moderation is not None
     report = stored_report(memory)
-    subject = Subject("report", report.id, "u-1", "d-1")
+    subject = Subject("report", report.id)
     fired(apply_verdict(memory.moderation, subject, Verdict("ban", 3600.0, "nudity")))
     store = fired(memory.moderation._store.whenOpen())
     resolved = fired(store.get_report(report.id))
@@ -603,27 +603,39 @@ def test_a_ban_verdict_on_a_report_resolves_it_with_a_ban_from_the_webhook(memor
     assert result_of(apply_verdict(memory.moderation, subject, Verdict("ban", None))) is None
 
 
-def test_a_ban_verdict_on_a_flag_bans_the_user_and_device(memory: MemoryServer) -> None:
+def stored_flag(server: MemoryServer, user_id: str, device_id: str | None) -> Flag:
+    assert server.moderation is not None
+    store = fired(server.moderation._store.whenOpen())
+    flag: Flag = fired(store.add_flag(a_flag(user_id=user_id, device_id=device_id, created_at=NOW)))
+    return flag
+
+
+def test_a_ban_verdict_on_a_flag_resolves_it_banning_the_user_and_device(memory: MemoryServer) -> None:
     assert memory.moderation is not None
-    subject = Subject("flag", "f-1", "u-9", "d-9")
+    flag = stored_flag(memory, "u-9", "d-9")
+    subject = Subject("flag", flag.id)
     fired(apply_verdict(memory.moderation, subject, Verdict("ban", None, None, "spam")))
     notice = memory.moderation.check("u-9", None, None)
     assert notice is not None and notice.until is None and notice.reason == "banned by automatic moderation"
     assert memory.moderation.check(None, None, "d-9") is not None
-    fired(apply_verdict(memory.moderation, Subject("flag", "f-2", "u-8"), Verdict("ban", 60.0, "go away")))
+    store = fired(memory.moderation._store.whenOpen())
+    assert fired(store.get_flag(flag.id)).status == "resolved"
+    other = stored_flag(memory, "u-8", None)
+    fired(apply_verdict(memory.moderation, Subject("flag", other.id), Verdict("ban", 60.0, "go away")))
     assert memory.moderation.check("u-8", None, None) is not None
     assert fired(apply_verdict(memory.moderation, subject, Verdict("none"))) is None
+    # A flag resolved before the verdict came, or an unknown one, is left alone.
+    assert fired(apply_verdict(memory.moderation, subject, Verdict("ban", 60.0))) is None
+    assert fired(apply_verdict(memory.moderation, Subject("flag", "nope"), Verdict("ban", 6.0))) is None
 
 
 def test_a_verdict_on_an_unknown_or_resolved_report(memory: MemoryServer) -> None:
     assert memory.moderation is not None
     report = stored_report(memory)
     fired(memory.moderation.resolve_report(report.id, "dismiss"))
-    subject = Subject("report", report.id, "u-1")
+    subject = Subject("report", report.id)
     assert fired(apply_verdict(memory.moderation, subject, Verdict("ban", 60.0))) is None
-    assert (
-        fired(apply_verdict(memory.moderation, Subject("report", "nope", "u-1"), Verdict("ban", 6.0))) is None
-    )
+    assert fired(apply_verdict(memory.moderation, Subject("report", "nope"), Verdict("ban", 6.0))) is None
     with pytest.raises(AlreadyResolved):
         fired(memory.moderation.resolve_report(report.id, "ban"))  # still dismissed
 

@@ -246,3 +246,22 @@ def test_the_observer_is_told_what_each_session_does(board: Switchboard, clock: 
     with pytest.raises(ProtocolError):
         board.chat(b, match_id, "too late")  # refused, and nothing is told
     assert observer.events[-1] == ("gone", a.session_id)
+
+
+def test_a_kick_ends_the_session_and_tells_the_partner(board: Switchboard, clock: Clock) -> None:
+    clock.advance(50.0)
+    a, pa = join(board)
+    b, pb = join(board, "f")
+    assert board.find(a.session_id) is a and a.started_at == 50.0
+    board.search(a, ANY)
+    board.search(b, ANY)
+    pa.take(), pb.take()
+    assert board.kick(a.session_id)
+    assert pa.take() == [
+        {"type": "error", "code": ErrorCode.KICKED.value, "message": "a moderator ended your session"}
+    ]
+    assert pa.closed_with == (CloseCode.KICKED, "kicked") and int(CloseCode.KICKED) == 4005
+    assert [m["type"] for m in pb.take()] == ["partner_left"] and b.state is SessionState.IDLE
+    assert board.find(a.session_id) is None and a.state is SessionState.CLOSED
+    assert not board.kick(a.session_id) and not board.kick("nobody")
+    assert board.open(hello(resume=a.resume_token), RecordingPeer(), None) is not a  # a kick is not a resume

@@ -17,6 +17,7 @@ from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.usage import UsageError
 
+from vchat.admin.service import AdminService
 from vchat.moderation.webhook import ModerationWebhook
 from vchat.protocol.service import SignalingService
 from vchat.store.service import StoreService
@@ -117,6 +118,7 @@ def test_service_tree() -> None:
         "moderation",
         "signaling",
         "stun",
+        "admin",
     ]
     assert isinstance(service.getServiceNamed("store"), StoreService)
     assert isinstance(service.getServiceNamed("signaling"), SignalingService)
@@ -134,8 +136,11 @@ def test_service_tree() -> None:
     ]
     assert factory.limits.max_report_bytes == 409600
     assert factory.maxMessagePayloadSize == 409600
-    no_stun = makeService(parse("--ws", "tcp:0:interface=127.0.0.1", "--stun-udp", "0"), reactor)
-    assert [child.name for child in no_stun] == ["open-files-limit", "store", "moderation", "signaling"]
+    assert isinstance(service.getServiceNamed("admin"), AdminService)
+    bare = makeService(
+        parse("--ws", "tcp:0:interface=127.0.0.1", "--stun-udp", "0", "--admin", "none"), reactor
+    )
+    assert [child.name for child in bare] == ["open-files-limit", "store", "moderation", "signaling"]
 
 
 def test_the_example_config_file_parses() -> None:

@@ -14,10 +14,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.internet import reactor
 from twisted.internet.ssl import Certificate, optionsForClientTLS
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 
 from vchat.protocol.codec import JSON_SUBPROTOCOL
 from vchat.tap import Options
-from vchat.testing import SignalingClient, connect, start_server
+from vchat.testing import SignalingClient, admin_request, connect, start_server
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
@@ -77,5 +78,24 @@ async def test_hello_over_tls(tmp_path: Path) -> None:
         await client.expect("welcome")
         client.sendClose()
         await client.wait_closed()
+    finally:
+        await server.stop()
+
+
+@pytest.mark.filterwarnings("ignore:Passing pyOpenSSL (X509|PKey) objects is deprecated:DeprecationWarning")
+@pytest_twisted.ensureDeferred
+async def test_the_admin_api_over_https(tmp_path: Path) -> None:
+    key, cert = self_signed(tmp_path)
+    server = await start_server(
+        reactor, "--admin", f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+    )
+    try:
+        assert server.admin_url is not None and server.admin_url.startswith("https://127.0.0.1:")
+        trusted = BrowserLikePolicyForHTTPS(trustRoot=Certificate.loadPEM(cert.read_bytes()))
+        agent = Agent(reactor, contextFactory=trusted)
+        response = await admin_request(server, "GET", "/api/stats", agent=agent)
+        assert response.status == 200 and response.json()["sessions"]["online"] == 0
+        refused = await admin_request(server, "GET", "/api/stats", token=None, agent=agent)
+        assert refused.status == 401
     finally:
         await server.stop()

@@ -50,7 +50,10 @@ def open_country_database(path: str) -> GeoIPCountries:
 
 @implementer(ICountryLookup)
 class GeoIPService(Service):
-    """Loads the GeoIP database off the reactor thread when started; until then every country is unknown."""
+    """Loads the GeoIP database off the reactor thread when started; until then every country is unknown.
+
+    Stopped, it releases the database (every country unknown); started again, it reads the file again.
+    """
 
     _log = Logger()
 
@@ -66,11 +69,13 @@ class GeoIPService(Service):
         return self._countries.country_of(address) if self._countries is not None else None
 
     def whenLoaded(self) -> Deferred[None]:
-        """Fires once the database is in memory, or fails as reading it failed."""
+        """Fires once the database is in memory, or fails as reading it failed (since the latest start)."""
         return self._loaded.observe()
 
     def startService(self) -> None:
         super().startService()
+        if self._loaded.settled:  # started again: wait for this reading
+            self._loaded = Outcome()
         loading = deferToThreadPool(
             self._reactor, self._reactor.getThreadPool(), open_country_database, self._path
         )
@@ -80,6 +85,8 @@ class GeoIPService(Service):
         if not self.running:
             countries.close()
             return
+        if self._countries is not None:  # an earlier start's reading, done after a quick stop and start
+            self._countries.close()
         self._countries = countries
         self._log.info("countries from {path}", path=self._path)
         self._loaded.fire(None)

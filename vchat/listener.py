@@ -1,4 +1,5 @@
-"""The generic listener service: a stream endpoint and a factory, started and stopped with the process."""
+"""The generic listener service: a stream endpoint and a factory, started and stopped with the process or by
+an operator; and what a service's failure to start means (`StartupGuard`)."""
 
 from __future__ import annotations
 
@@ -25,10 +26,30 @@ def stop_running(reactor: IReactorCore) -> None:
         reactor.stop()
 
 
-class EndpointService(Service):
-    """Listens on a stream endpoint with a factory; on stop, runs `closing` and stops listening.
+class StartupGuard:
+    """What a service that cannot start means: while the process starts, it stops the process (as twistd's
+    services do); once an operator starts services at runtime, it is the operator's to handle, and the process
+    keeps running. Its `failed` is the services' `on_failure`."""
 
-    `on_failure` runs when the endpoint cannot listen (twistd passes a function that stops the process).
+    def __init__(self, reactor: IReactorCore) -> None:
+        self._reactor = reactor
+        self.starting = True
+
+    def started(self) -> None:
+        """Start-up is over: an operator is starting a service, and hears of its failure."""
+        self.starting = False
+
+    def failed(self) -> None:
+        """A service cannot start: stop the process if it is starting."""
+        if self.starting:
+            stop_running(self._reactor)
+
+
+class EndpointService(Service):
+    """Listens on a stream endpoint with a factory; on stop, runs `closing` and stops listening. It may be
+    started again, and then listens again on the same endpoint.
+
+    `on_failure` runs when the endpoint cannot listen (twistd passes a `StartupGuard`'s `failed`).
     """
 
     _log = Logger()
@@ -50,6 +71,8 @@ class EndpointService(Service):
 
     def startService(self) -> None:
         super().startService()
+        if self._listening_outcome.settled:  # started again: wait for this listening
+            self._listening_outcome = Outcome()
         self._starting = self._endpoint.listen(self._factory)
         self._starting.addCallbacks(self._listening, self._failed)
 
@@ -69,7 +92,8 @@ class EndpointService(Service):
         self._listening_outcome.fire(failure)
 
     def whenListening(self) -> Deferred[IListeningPort]:
-        """Fires with the listening port once the service listens, or fails as listening failed."""
+        """Fires with the listening port once the service listens, or fails as listening failed (since its
+        latest start)."""
         return self._listening_outcome.observe()
 
     def closing(self) -> None:

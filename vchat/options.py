@@ -120,6 +120,13 @@ def server_endpoint(value: Any) -> str:
     return str(value)
 
 
+def server_endpoint_or_none(value: Any) -> str | None:
+    """A server endpoint string, or "none" (the listener is off): None."""
+    if isinstance(value, str) and value.strip().lower() == "none":
+        return None
+    return server_endpoint(value)
+
+
 def _repeat(setting: Setting) -> Callable[[usage.Options, str], None]:
     def opt(self: usage.Options, value: str) -> None:
         self.setdefault(setting.name, []).append(value)

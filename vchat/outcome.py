@@ -18,6 +18,11 @@ class Outcome(Generic[T]):
         self._done = False
         self._waiters: list[Deferred[T]] = []
 
+    @property
+    def settled(self) -> bool:
+        """Whether the outcome is known (a restarted service waits on a fresh one)."""
+        return self._done
+
     def observe(self) -> Deferred[T]:
         """A Deferred that fires with the outcome, at once if it is already known."""
         waiter: Deferred[T] = Deferred()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import partial
 
 from twisted.application.service import MultiService
@@ -9,19 +10,39 @@ from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from vchat.addresses import proxy_network
+from vchat.admin.api import AdminApi
+from vchat.admin.figures import Figures
+from vchat.admin.service import AdminService
+from vchat.admin.token import admin_token, check_token
 from vchat.geo import GeoIPService, ICountryLookup, NoCountries
 from vchat.ice import IcePolicy, turn_url
-from vchat.listener import stop_running
+from vchat.listener import StartupGuard
 from vchat.matching import MatchingEngine
 from vchat.moderation.rules import IModerationRule, load_rules
 from vchat.moderation.service import ModerationService
 from vchat.moderation.webhook_config import WEBHOOK_SETTINGS, check_webhook_options, webhook_service
-from vchat.options import Setting, SettingsOptions, integer, number, server_endpoint, text
+from vchat.options import (
+    Setting,
+    SettingsOptions,
+    integer,
+    number,
+    server_endpoint,
+    server_endpoint_or_none,
+    text,
+)
+from vchat.origins import web_origin
 from vchat.protocol.service import SignalingService
 from vchat.protocol.switchboard import Switchboard
 from vchat.protocol.websocket import ConnectionLimits, SignalingFactory
 from vchat.reactors import IServerReactor, installed_reactor
 from vchat.rlimit import OpenFilesLimitService
+from vchat.services import (
+    ServiceContext,
+    ServiceControl,
+    ServiceTree,
+    check_plugin_names,
+    service_from_plugin,
+)
 from vchat.store.service import StoreService
 from vchat.store.sqlite import open_sqlite_store
 from vchat.stun.config import STUN_SETTINGS, StunConfig, stun_config
@@ -33,6 +54,33 @@ SETTINGS = (
         "tcp:8080",
         server_endpoint,
         "signaling listen endpoint (Twisted endpoint string); the WebSocket path is /ws",
+    ),
+    Setting(
+        "allowed-origin",
+        [],
+        web_origin,
+        "web origin (scheme://host[:port]) allowed to open WebSockets; others get HTTP 403 [default: any]",
+        repeatable=True,
+    ),
+    Setting(
+        "admin",
+        "tcp:8081:interface=127.0.0.1",
+        server_endpoint_or_none,
+        "admin API and moderator page endpoint (keep it private), or none",
+    ),
+    Setting(
+        "admin-token",
+        None,
+        text,
+        "bearer token for the admin API, at least 16 characters; prefer VCHAT_ADMIN_TOKEN or --config "
+        "[default: VCHAT_ADMIN_TOKEN, else one generated into DATA_DIR/admin-token]",
+    ),
+    Setting(
+        "service",
+        [],
+        text,
+        "start the service plugin NAME in this process (docs/services.md)",
+        repeatable=True,
     ),
     Setting(
         "data-dir",
@@ -153,6 +201,15 @@ class Options(SettingsOptions):
         if self["max-report-bytes"] < self["max-message-bytes"]:
             raise usage.UsageError("--max-report-bytes must be at least --max-message-bytes")
         check_webhook_options(self)
+        if self["admin-token"] is not None:
+            try:
+                check_token(self["admin-token"], "--admin-token")
+            except ValueError as e:
+                raise usage.UsageError(str(e)) from None  # the message never shows the token
+        try:
+            check_plugin_names(self["service"])
+        except ValueError as e:
+            raise usage.UsageError(f"--service: {e}") from None
 
     def ice_policy(self) -> IcePolicy:
         """What `welcome` tells clients about ICE servers."""
@@ -191,9 +248,9 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Mult
         rematch_after=options["rematch-after"],
     )
     switchboard = Switchboard(reactor, engine, resume_grace=options["resume-grace"], ice=options.ice_policy())
-    root = MultiService()
+    root = ServiceTree(StartupGuard(reactor))  # a service that cannot start stops the process only at start
     OpenFilesLimitService().setServiceParent(root)
-    stop = partial(stop_running, reactor)
+    stop = root.guard.failed
     store = StoreService(
         partial(open_sqlite_store, reactor, options["data-dir"]),
         reactor,
@@ -220,9 +277,23 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Mult
         tuple(options["trusted-proxy"]),
         bans=moderation,
         reports=moderation,
+        allowed_origins=frozenset(options["allowed-origin"]),
     )
     endpoint = serverFromString(reactor, options["ws"])
     SignalingService(endpoint, factory, on_failure=stop).setServiceParent(root)
     if options.stun.udp_port or options.stun.tcp_endpoint:
         StunService(reactor, options.stun, on_failure=stop).setServiceParent(root)
+    context = ServiceContext(reactor, options["data-dir"], moderation)
+    for name in options["service"]:
+        root.add_plugin(service_from_plugin(name, context))
+    if options["admin"] is not None:
+        stun = root.namedServices.get("stun")
+        figures = Figures(switchboard, engine, moderation, lambda: stun, webhook)
+        control = ServiceControl(root)
+        api = AdminApi(moderation, store, switchboard, figures, control, reactor)
+        token = partial(admin_token, options["admin-token"], os.environ, options["data-dir"])
+        admin = AdminService(
+            serverFromString(reactor, options["admin"]), api.routes(), token, on_failure=stop
+        )
+        admin.setServiceParent(root)
     return root

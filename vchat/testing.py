@@ -3,14 +3,17 @@ and the signaling endpoint on a driven clock, with clients connected to it in me
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar, cast
 from urllib.parse import urlparse
 
+import treq
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.application.service import MultiService
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -21,9 +24,12 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.test.iosim import FakeTransport, IOPump
 from twisted.test.iosim import connect as pump_between
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgent
 from zope.interface import implementer
 
 from vchat.addresses import Network
+from vchat.admin.token import TOKEN_FILE
 from vchat.geo import ICountryLookup
 from vchat.ice import IcePolicy
 from vchat.matching import MatchingEngine
@@ -132,8 +138,9 @@ class SignalingClientFactory(WebSocketClientFactory):
         subprotocols: list[str] | None,
         clock: IReactorTime,
         headers: dict[str, str] | None = None,
+        origin: str | None = None,
     ) -> None:
-        super().__init__(url, protocols=subprotocols or [], headers=headers, reactor=clock)
+        super().__init__(url, origin=origin, protocols=subprotocols or [], headers=headers, reactor=clock)
         self.clock = clock
 
 
@@ -143,11 +150,12 @@ async def connect(
     subprotocols: list[str] | None = None,
     headers: dict[str, str] | None = None,
     tls: IOpenSSLClientConnectionCreator | None = None,
+    origin: str | None = None,
 ) -> SignalingClient:
-    """Open a WebSocket to `url` (ws:// or, with `tls`, wss://host:port/path) offering `subprotocols`; returns
-    the open client."""
+    """Open a WebSocket to `url` (ws:// or, with `tls`, wss://host:port/path) offering `subprotocols`, sending
+    `origin` as `Origin` if given; returns the open client."""
     parsed = urlparse(url)
-    factory = SignalingClientFactory(url, subprotocols, reactor, headers)
+    factory = SignalingClientFactory(url, subprotocols, reactor, headers, origin)
     endpoint: IStreamClientEndpoint = TCP4ClientEndpoint(
         reactor, parsed.hostname or "127.0.0.1", parsed.port or 80, timeout=5
     )
@@ -193,6 +201,12 @@ class RunningServer:
     reactor: IServerReactor
     data_dir: str
     owns_data_dir: bool = True
+    admin_url: str | None = None  # http://127.0.0.1:PORT, unless started with --admin none
+
+    @property
+    def admin_token(self) -> str:
+        """The admin API's token: the one generated into the data directory (see `start_server`)."""
+        return (Path(self.data_dir) / TOKEN_FILE).read_text().strip()
 
     async def stop(self) -> None:
         """Stop the service tree, and remove its data directory if `start_server` made it."""
@@ -214,10 +228,12 @@ class RunningServer:
         codec: str = "json",
         hello: bool = False,
         headers: dict[str, str] | None = None,
+        origin: str | None = None,
         **fields: object,
     ) -> SignalingClient:
-        """Connect a client with `codec` ("json", "msgpack" or "none"); optionally say hello with `fields`."""
-        client = await connect(self.reactor, self.url, OFFERED[codec], headers)
+        """Connect a client with `codec` ("json", "msgpack" or "none"), sending `origin` if given; optionally say
+        hello with `fields`."""
+        client = await connect(self.reactor, self.url, OFFERED[codec], headers, origin=origin)
         if hello:
             client.send(hello_message(**fields))
             await client.expect("welcome")
@@ -246,7 +262,17 @@ async def start_server(reactor: IServerReactor, *args: str) -> RunningServer:
     options = Options()
     try:
         options.parseOptions(
-            ["--ws", "tcp:0:interface=127.0.0.1", "--stun-udp", "0", "--data-dir", temporary, *args]
+            [
+                "--ws",
+                "tcp:0:interface=127.0.0.1",
+                "--stun-udp",
+                "0",
+                "--admin",
+                "tcp:0:interface=127.0.0.1",
+                "--data-dir",
+                temporary,
+                *args,
+            ]
         )
     except BaseException:
         os.rmdir(temporary)
@@ -258,7 +284,13 @@ async def start_server(reactor: IServerReactor, *args: str) -> RunningServer:
     service = makeService(options, reactor)
     service.startService()
     port = await service.getServiceNamed("signaling").whenListening()
-    return RunningServer(service, f"ws://127.0.0.1:{port.getHost().port}/ws", reactor, data_dir, owned)
+    url = f"ws://127.0.0.1:{port.getHost().port}/ws"
+    admin_url = None
+    if options["admin"] is not None:
+        admin_port = await service.getServiceNamed("admin").whenListening()
+        scheme = "https" if options["admin"].startswith("ssl:") else "http"
+        admin_url = f"{scheme}://127.0.0.1:{admin_port.getHost().port}"
+    return RunningServer(service, url, reactor, data_dir, owned, admin_url)
 
 
 _SERVER_ADDRESS = IPv4Address("TCP", "127.0.0.1", 8080)
@@ -456,3 +488,56 @@ class MemoryClient:
 
     def _finished(self) -> bool:
         return bool(self._pump.serverIO.disconnected and self._pump.clientIO.disconnected)
+
+
+@dataclass(frozen=True)
+class AdminResponse:
+    """An admin API answer: status, headers (names lower-case, last value) and body."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        """The body as JSON."""
+        return json.loads(self.body)
+
+
+_DEFAULT_TOKEN = object()
+
+
+async def admin_request(
+    server: RunningServer,
+    method: str,
+    path: str,
+    json_body: object = None,
+    *,
+    token: object = _DEFAULT_TOKEN,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    agent: IAgent | None = None,
+) -> AdminResponse:
+    """Send one request to `server`'s admin API with its token (or `token`: a string, or None for none), a
+    JSON body or raw `body` bytes, through `agent` if given (for HTTPS with a test certificate); the whole
+    answer."""
+    assert server.admin_url is not None, "the server was started with --admin none"
+    sent = {"Content-Type": "application/json"} if json_body is not None else {}
+    chosen = server.admin_token if token is _DEFAULT_TOKEN else token
+    if chosen is not None:
+        sent["Authorization"] = f"Bearer {chosen}"
+    sent.update(headers or {})
+    data = json.dumps(json_body).encode() if json_body is not None else body
+    response = await treq.request(
+        method,
+        server.admin_url + path,
+        data=data,
+        headers=Headers({name: [value] for name, value in sent.items()}),
+        reactor=cast(Any, server.reactor),
+        persistent=False,
+        agent=agent,
+    )
+    content: bytes = await response.content()
+    received = {
+        name.decode().lower(): values[-1].decode() for name, values in response.headers.getAllRawHeaders()
+    }
+    return AdminResponse(response.code, received, content)

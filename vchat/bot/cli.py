@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--url", default="ws://127.0.0.1:8080/ws", help="signaling WebSocket URL (ws:// or wss://)")
     add("--clients", type=_positive(int), default=10, help="number of bots")
     add("--duration", type=_positive(float), default=30.0, help="seconds to run, ramp included")
+    add("--origin", help="Origin header to send, for a server with --allowed-origin (scheme://host[:port])")
     add("--codec", choices=sorted(CODECS_BY_NAME), default="json", help="wire codec (WebSocket subprotocol)")
     add("--ramp", type=_non_negative, default=0.0, help="seconds over which bots connect, evenly spread")
     add("--report", metavar="FILE", help="write the JSON report here")
@@ -103,7 +104,9 @@ def _line_writer(stream: TextIO) -> Callable[[str], None]:
 
 async def run(reactor: IRunReactor, args: argparse.Namespace, out: Callable[[str], None]) -> dict[str, Any]:
     """Run the fleet that `args` describe on `reactor`; Ctrl-C ends it early but still reports."""
-    fleet = BotFleet(reactor, args.url, codec=args.codec, settings=settings_from(args), seed=args.seed)
+    fleet = BotFleet(
+        reactor, args.url, codec=args.codec, settings=settings_from(args), seed=args.seed, origin=args.origin
+    )
     load = LoadRun(
         fleet,
         clients=args.clients,

@@ -166,7 +166,9 @@ class BotFleet:
         settings: BotSettings | None = None,
         seed: int | None = None,
         connect_timeout: float = 10.0,
+        origin: str | None = None,
     ) -> None:
+        """`origin` is sent as every connection's `Origin` header (a server with `--allowed-origin` wants one)."""
         if codec not in CODECS_BY_NAME:
             raise ValueError(f"unknown codec {codec!r}: choose one of {', '.join(CODECS_BY_NAME)}")
         self.clock: IReactorTime = reactor
@@ -182,6 +184,7 @@ class BotFleet:
             CODECS_BY_NAME[codec],
             connect_timeout=connect_timeout,
             on_lost=self._connection_lost,
+            origin=origin,
         )
         self._ramp_timer: IDelayedCall | None = None
         self._ramp_start = 0.0

@@ -116,7 +116,8 @@ class BotProtocol(WebSocketClientProtocol):
 
 
 class BotClientFactory(WebSocketClientFactory):
-    """What every connection of a fleet shares (URL, codec, timeouts, endpoint), and the connections open now."""
+    """What every connection of a fleet shares (URL, `Origin`, codec, timeouts, endpoint), and the connections open
+    now."""
 
     protocol = BotProtocol  # type: ignore[assignment]  # Autobahn's factory typing predates protocols
 
@@ -128,8 +129,11 @@ class BotClientFactory(WebSocketClientFactory):
         *,
         connect_timeout: float,
         on_lost: Callable[[], None],
+        origin: str | None = None,
     ) -> None:
-        super().__init__(url=url, protocols=[codec.subprotocol], useragent="vchat-bot", reactor=reactor)
+        super().__init__(
+            url=url, origin=origin, protocols=[codec.subprotocol], useragent="vchat-bot", reactor=reactor
+        )
         self.setProtocolOptions(
             openHandshakeTimeout=connect_timeout,
             closeHandshakeTimeout=5,

@@ -262,6 +262,14 @@ class MatchingEngine:
         """The number of waiting users."""
         return len(self._entries)
 
+    def queue_lengths(self) -> dict[tuple[str, str], int]:
+        """The number of waiting users by (gender, want), every pair present (zero if none waits); O(waiting)."""
+        lengths = {(gender, want): 0 for gender in _GENDERS for want in _WANTS}
+        for entry in self._entries.values():
+            seeker = entry.seeker
+            lengths[seeker.gender, seeker.want] += 1
+        return lengths
+
     def _find(
         self,
         seeker: Seeker,

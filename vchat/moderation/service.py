@@ -1,8 +1,8 @@
 """The moderation service: issues and lifts bans, keeps the active ones in memory for `hello`, and enforces a
 new ban at once on every live session it bars.
 
-This is the documented Python API for bans and reports (docs/moderation.md): `ban`, `lift`, `check` and
-`resolve_report`; it also stores the reports clients send (`file_report`, asked by the switchboard), and runs
+This is the documented Python API for bans, reports and flags (docs/moderation.md): `ban`, `ban_user`, `lift`,
+`check`, `resolve_report` and `resolve_flag`; it also stores the reports clients send (`file_report`, asked by the switchboard), and runs
 the automatic moderation rules on each session's behaviour signals (told by the switchboard, as its
 `IBehaviourObserver`), flagging or banning as they decide.
 """
@@ -48,6 +48,24 @@ from vchat.store.service import StoreService
 
 Resolution = Literal["ban", "dismiss"]
 _UNKNOWN_ADDRESS = "::"  # a session always has its client's address; this stands in should one not
+
+
+FLAG_BAN_REASON = "banned by automatic moderation"
+"""What a user banned for a flag is told when the decision gives no reason."""
+
+
+def _check_ban_terms(
+    category: Category, reason: str | None, duration_s: float | None, source: BanSource, now: float
+) -> None:
+    """Raise ValueError if a ban with these terms could not be stored (checked before anything changes)."""
+    NewBan(
+        target=BanTarget("user_id", "-"),  # a stand-in: the target comes from the record decided on
+        category=category,
+        reason=reason if reason is not None else "-",
+        source=source,
+        created_at=now,
+        ends_at=None if duration_s is None else now + duration_s,
+    )
 
 
 def _notice(ban: Ban) -> BanNotice:
@@ -104,6 +122,8 @@ class ModerationService(Service):
             None  # set by the tap: it needs this service for its verdicts
         )
         self._started = False
+        # Automatic moderation actions taken (a flag stored, a ban issued) by kind, for metrics.
+        self.actions: dict[str, int] = {"flag": 0, "ban": 0}
 
     @property
     def active(self) -> int:
@@ -301,15 +321,7 @@ class ModerationService(Service):
             return fail(ValueError(f"action must be 'ban' or 'dismiss', not {action!r}"))
         now = self._clock.seconds()
         try:
-            # Checked before the store is asked, with a stand-in target, so that a bad value changes nothing.
-            NewBan(
-                target=BanTarget("user_id", "-"),
-                category="other",
-                reason=reason if reason is not None else "-",
-                source=source,
-                created_at=now,
-                ends_at=None if duration_s is None else now + duration_s,
-            )
+            _check_ban_terms("other", reason, duration_s, source, now)
         except (ValueError, TypeError):
             return fail()
         return self._store.whenOpen().addCallback(
@@ -355,6 +367,56 @@ class ModerationService(Service):
         if report.reported_device_id is not None:
             self._enforce(await store.add_ban(ban_of("device_id", report.reported_device_id), None))
         return resolved
+
+    # --- flags ------------------------------------------------------------------------------------------
+
+    def resolve_flag(
+        self,
+        flag_id: str,
+        action: Resolution = "dismiss",
+        duration_s: float | None = None,
+        reason: str | None = None,
+        category: Category = "other",
+        source: BanSource = "moderator",
+    ) -> Deferred[Flag | None]:
+        """Decide an open flag of an automatic rule: "dismiss" only marks it resolved; "ban" also bans the flagged
+        `user_id` and, if the client sent one, its `device_id` (as `ban_user`) for `duration_s` seconds (None:
+        for good), closing the flagged session at once.
+
+        Fires with the flag as resolved, or None if no flag has this id; fails with
+        `vchat.store.interface.AlreadyResolved` if it was resolved before, and with ValueError for a bad action,
+        duration, reason, category or source (nothing is changed then).
+        """
+        now = self._clock.seconds()
+        try:
+            if action not in ("ban", "dismiss"):
+                raise ValueError(f"action must be 'ban' or 'dismiss', not {action!r}")
+            if action == "ban":
+                _check_ban_terms(category, reason, duration_s, source, now)
+        except (ValueError, TypeError):
+            return fail()
+        return self._store.whenOpen().addCallback(
+            lambda store: Deferred.fromCoroutine(
+                self._resolve_flag(store, flag_id, now, action, duration_s, reason, category, source)
+            )
+        )
+
+    async def _resolve_flag(
+        self,
+        store: IStore,
+        flag_id: str,
+        now: float,
+        action: Resolution,
+        duration_s: float | None,
+        reason: str | None,
+        category: Category,
+        source: BanSource,
+    ) -> Flag | None:
+        flag = await store.resolve_flag(flag_id, now)  # first, so that two decisions cannot both ban
+        if flag is not None and action == "ban":
+            why = reason if reason is not None else FLAG_BAN_REASON
+            await self.ban_user(flag.user_id, flag.device_id, why, category, duration_s, source=source)
+        return flag
 
     # --- automatic moderation: IBehaviourObserver -----------------------------------------------------------
 
@@ -427,6 +489,7 @@ class ModerationService(Service):
             self._failures.failure(f"the flag of moderation rule {rule!r}")
             return
         self._log.info("rule {rule} flagged session {session_id}", rule=rule, session_id=session.session_id)
+        self.actions["flag"] += 1
         adding = self._store.whenOpen().addCallback(lambda store: store.add_flag(new))
         adding.addCallback(self._flagged)
         adding.addErrback(self._action_failed, f"storing a flag of rule {rule!r}")
@@ -439,6 +502,7 @@ class ModerationService(Service):
                 session_id=session.session_id,
                 duration_s=action.duration_s,
             )
+            self.actions["ban"] += 1
             self.ban_user(
                 session.session_id,
                 session.device_id,

@@ -407,46 +407,47 @@ class IVerdictTarget(Protocol):
     ) -> Deferred[Report | None]:
         """Decide an open report."""
 
-    def ban_user(
+    def resolve_flag(
         self,
-        user_id: str,
-        device_id: str | None,
-        reason: str,
-        category: Category,
-        duration_s: float | None,
+        flag_id: str,
+        action: Any = "dismiss",
+        duration_s: float | None = None,
+        reason: str | None = None,
+        category: Category = "other",
         source: BanSource = "moderator",
-    ) -> Deferred[None]:
-        """Ban a user by its user id and device id."""
+    ) -> Deferred[Flag | None]:
+        """Decide an open flag."""
 
-
-FLAG_BAN_REASON = "banned by automatic moderation"
-"""What a user banned for a flag is told when the verdict gives no reason."""
 
 _log = Logger()
 
 
 def apply_verdict(moderation: IVerdictTarget, subject: Subject, verdict: Verdict) -> Deferred[None]:
     """Apply a webhook's "ban" verdict with `moderation` (source "webhook"): a report is resolved with a ban
-    (`resolve_report`); for a flag, the flagged user id and device id are banned (category from the verdict,
-    "other" by default). A report resolved meanwhile (by a moderator) is left as it is."""
+    (`resolve_report`); a flag is resolved with a ban of the flagged user id and device id (`resolve_flag`;
+    category from the verdict, "other" by default). A report or flag resolved meanwhile (by a moderator) is
+    left as it is."""
     if verdict.action != "ban":
         return succeed(None)
+    resolving: Deferred[Any]
     if subject.kind == "report":
         resolving = moderation.resolve_report(
             subject.id, "ban", verdict.duration_s, verdict.reason, source="webhook"
         )
+    else:
+        resolving = moderation.resolve_flag(
+            subject.id,
+            "ban",
+            verdict.duration_s,
+            verdict.reason,
+            verdict.category or "other",
+            source="webhook",
+        )
 
-        def resolved_before(failure: Failure) -> None:
-            failure.trap(AlreadyResolved)
-            _log.info("report {id} was resolved before the webhook's verdict came", id=subject.id)
+    def resolved_before(failure: Failure) -> None:
+        failure.trap(AlreadyResolved)
+        _log.info(
+            "{kind} {id} was resolved before the webhook's verdict came", kind=subject.kind, id=subject.id
+        )
 
-        return resolving.addCallbacks(lambda _: None, resolved_before)
-    category: Category = verdict.category or "other"
-    return moderation.ban_user(
-        subject.user_id,
-        subject.device_id,
-        verdict.reason or FLAG_BAN_REASON,
-        category,
-        verdict.duration_s,
-        source="webhook",
-    )
+    return resolving.addCallbacks(lambda _: None, resolved_before)

@@ -30,12 +30,10 @@ Action = Literal["ban", "none"]
 
 @dataclass(frozen=True)
 class Subject:
-    """What a webhook item is about: a report or a flag, by id, and the identities a ban for it would bar."""
+    """What a webhook item is about: a report or a flag, by id."""
 
     kind: ItemKind
     id: str
-    user_id: str
-    device_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -139,13 +137,13 @@ def flag_payload(flag: Flag) -> bytes:
 
 
 def report_subject(report: Report) -> Subject:
-    """The subject of a report's delivery: a ban for it bars the reported user (and device)."""
-    return Subject("report", report.id, report.reported_user_id, report.reported_device_id)
+    """The subject of a report's delivery."""
+    return Subject("report", report.id)
 
 
 def flag_subject(flag: Flag) -> Subject:
-    """The subject of a flag's delivery: a ban for it bars the flagged user (and device)."""
-    return Subject("flag", flag.id, flag.user_id, flag.device_id)
+    """The subject of a flag's delivery."""
+    return Subject("flag", flag.id)
 
 
 def parse_verdict(body: bytes) -> Verdict | None:

@@ -18,6 +18,7 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     PARTNER_RECONNECTING = "partner_reconnecting"
     BAD_SNAPSHOT = "bad_snapshot"
+    KICKED = "kicked"
 
 
 class CloseCode(IntEnum):
@@ -30,6 +31,7 @@ class CloseCode(IntEnum):
     AGE_REQUIRED = 4002
     REPLACED = 4003
     BANNED = 4004
+    KICKED = 4005
     TOO_MANY_ERRORS = 4008
 
 

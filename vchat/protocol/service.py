@@ -18,6 +18,15 @@ class SignalingService(EndpointService):
     ) -> None:
         super().__init__("signaling", endpoint, factory, on_failure)
         self._switchboard = factory.switchboard
+        self._allowed_origins = factory.allowed_origins
+
+    def startService(self) -> None:
+        if not self._allowed_origins:
+            self._log.warn(
+                "any web origin may open WebSockets; set --allowed-origin to the site's origin"
+                " (such as https://chat.example.org) to refuse other sites' pages"
+            )
+        super().startService()
 
     def closing(self) -> None:
         self._switchboard.shutdown()

@@ -61,6 +61,7 @@ class Session:
     match: Match | None = None
     away_timer: IDelayedCall | None = None
     address: str | None = None  # the current connection's client address, for IP bans; never sent
+    started_at: float = 0.0  # when the session said hello (a resume keeps it)
     device_id: str | None = None  # `hello.client.device_id`, for device bans
     client: dict[str, ClientFact] = field(
         default_factory=dict

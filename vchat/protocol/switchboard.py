@@ -16,6 +16,7 @@ from vchat.matching import MatchingEngine, Pair, Seeker
 from vchat.outcome import Outcome
 from vchat.protocol.bans import BanNotice
 from vchat.protocol.behaviour import IBehaviourObserver
+from vchat.protocol.counters import SignalingCounters
 from vchat.protocol.errors import CloseCode, ErrorCode, ProtocolError
 from vchat.protocol.messages import Hello, Report, Search
 from vchat.protocol.reports import Filing, IReportSink
@@ -45,6 +46,7 @@ class Switchboard:
         self._sessions: dict[str, Session] = {}
         self._by_token: dict[str, Session] = {}
         self._online = 0
+        self.counters = SignalingCounters()
         self._poll_timer: IDelayedCall | None = None
         # Told what each session does, for automatic moderation; None: nobody watches.
         self.observer: IBehaviourObserver | None = None
@@ -66,6 +68,11 @@ class Switchboard:
     def waiting(self) -> int:
         """Sessions in the matching queue."""
         return len(self._engine)
+
+    @property
+    def matched(self) -> int:
+        """Sessions connected and in a match; counted on each call, for metrics."""
+        return sum(session.state is SessionState.MATCHED for session in self._sessions.values())
 
     # --- life cycle -------------------------------------------------------------------------------------
 
@@ -107,6 +114,7 @@ class Switchboard:
     def _new_session(self, hello: Hello, peer: IPeer, country: str | None) -> Session:
         session_id = secrets.token_urlsafe(12)
         session = Session(session_id, hello.gender, country, hello.lang, self._new_token(), peer)
+        session.started_at = self._clock.seconds()
         session.device_id = hello.device_id
         session.client = dict(hello.client)
         self._sessions[session_id] = session
@@ -200,6 +208,35 @@ class Switchboard:
             self.observer.session_ended(session)
         self._log.info("session {session_id} ended", session_id=session.session_id)
 
+    def find(self, session_id: str) -> Session | None:
+        """The live session with this id (also one waiting to be resumed), or None."""
+        return self._sessions.get(session_id)
+
+    def kick(self, session_id: str) -> bool:
+        """End a session now, as a moderator asked: its client gets `error` `kicked` and is closed with 4005, a
+        partner gets `partner_left` reason "disconnect". The user may come back with a new session (a kick is
+        not a ban). False if no session has this id."""
+        session = self._sessions.get(session_id)
+        if session is None:
+            return False
+        message = {
+            "type": "error",
+            "code": ErrorCode.KICKED.value,
+            "message": "a moderator ended your session",
+        }
+        self._end_telling(session, message, CloseCode.KICKED, "kicked")
+        self._log.info("session {session_id} kicked", session_id=session_id)
+        return True
+
+    def _end_telling(self, session: Session, message: dict[str, Any], code: CloseCode, reason: str) -> None:
+        """End `session` for good, its client told `message` and closed with `code`."""
+        peer = session.peer
+        if peer is not None:
+            peer.send(message)
+        self.end(session)
+        if peer is not None:
+            peer.close(code, reason)
+
     def close_banned(self, notice_for: Callable[[Session], BanNotice | None]) -> int:
         """End every session that a ban issued now bars (`notice_for` gives its notice, None if none does): its
         client gets `banned` and is closed with 4004, a partner gets `partner_left` reason "disconnect", a
@@ -211,14 +248,9 @@ class Switchboard:
         ]
         self._forget_banned_tokens()
         for session, notice in banned:
-            peer = session.peer
-            if peer is not None:
-                peer.send(notice.message())
             grace_end = self._clock.seconds() + self._resume_grace
             self._banned_tokens[session.resume_token] = (session.session_id, grace_end)
-            self.end(session)
-            if peer is not None:
-                peer.close(CloseCode.BANNED, "banned")
+            self._end_telling(session, notice.message(), CloseCode.BANNED, "banned")
             self._log.info("session {session_id} ended by a ban", session_id=session.session_id)
         return len(banned)
 
@@ -276,6 +308,7 @@ class Switchboard:
     def _start_match(self, pair: Pair) -> None:
         offer, answer = self._sessions[pair.waiting], self._sessions[pair.arriving]
         match = Match(secrets.token_urlsafe(9), offer, answer, self._clock.seconds())
+        self.counters.matches += 1
         for session in match.sessions:
             session.match = match
             session.enter(SessionState.MATCHED)
@@ -338,6 +371,7 @@ class Switchboard:
                 ErrorCode.PARTNER_RECONNECTING, "your partner lost the connection and may come back"
             )
         partner.peer.send(message)
+        self.counters.relayed[message["type"]] += 1
 
     def chat(self, session: Session, match_id: str, text: str) -> None:
         """Pass a chat message to the partner in match `match_id`; the observer, if any, is told its text."""
@@ -370,6 +404,7 @@ class Switchboard:
             return filed.observe()
         self._engine.block(session.session_id, reported.user_id)
         filing = Filing(session.identity(), reported, report.reason, report.comment, report.snapshot, now)
+        self.counters.reports += 1
         filed = session.reports[report.match_id] = Outcome()
         try:
             storing = sink.file_report(filing)

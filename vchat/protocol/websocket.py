@@ -19,6 +19,7 @@ from zope.interface import implementer
 from vchat.addresses import AddressCounter, Network, address_key, client_address, is_trusted, proxy_country
 from vchat.failurelog import ThrottledFailureLog
 from vchat.geo import ICountryLookup, NoCountries
+from vchat.origins import origin_allowed
 from vchat.protocol.bans import BanNotice, IBanCheck
 from vchat.protocol.codec import JSON, REPORT_HEAD_BYTES, Codec, choose_codec, starts_as_report
 from vchat.protocol.errors import CloseCode, ErrorCode, ProtocolError
@@ -148,6 +149,9 @@ class SignalingProtocol(WebSocketServerProtocol):
             raise ConnectionDeny(ConnectionDeny.NOT_FOUND, f"the signaling endpoint is {WEBSOCKET_PATH}")
         self._host = _host_name(request.host)
         factory = self.factory
+        # Before the per-address count: a refused handshake takes no place there.
+        if not origin_allowed(request.origin, factory.allowed_origins):
+            raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "this web origin may not open WebSockets here")
         peer = getattr(cast(ITCPTransport, self.transport).getPeer(), "host", "")
         address = client_address(peer, request.headers.get("x-forwarded-for"), factory.trusted_proxies)
         key = address_key(address)
@@ -462,6 +466,7 @@ class SignalingFactory(WebSocketServerFactory):
         trusted_proxies: tuple[Network, ...] = (),
         bans: IBanCheck | None = None,
         reports: IReportSink | None = None,
+        allowed_origins: frozenset[str] = frozenset(),
     ) -> None:
         super().__init__(reactor=clock)
         self._batched_timer = ClockTimers(clock)
@@ -472,6 +477,7 @@ class SignalingFactory(WebSocketServerFactory):
         self.trusted_proxies = trusted_proxies
         self.bans = bans  # asked at every hello; None: nobody is banned
         self.reports = reports  # stores `report`s; None: they are refused
+        self.allowed_origins = allowed_origins  # normalised by `web_origin`; empty: any origin, or none
         self.failures = ThrottledFailureLog(clock)
         self.connections_per_address = AddressCounter(limits.max_connections_per_address)
         self.setProtocolOptions(
@@ -484,4 +490,5 @@ class SignalingFactory(WebSocketServerFactory):
             closeHandshakeTimeout=5,
             failByDrop=False,
             perMessageCompressionAccept=lambda offers: None,
+            allowNullOrigin=True,  # `origin_allowed` decides; this option otherwise refuses "null" with HTTP 400
         )

@@ -17,6 +17,7 @@ from twisted.python.failure import Failure
 from vchat.listener import EndpointService, stop_listening
 from vchat.reactors import IStunReactor
 from vchat.stun.config import StunConfig
+from vchat.stun.counters import StunCounters
 from vchat.stun.host_addresses import host_addresses
 from vchat.stun.limiter import SourceLimiter
 from vchat.stun.responder import MAX_REQUEST_BYTES, Address, AddressPair, Responder
@@ -35,7 +36,10 @@ class StunListening:
 
 
 class UdpStunService(Service):
-    """Binds each local address separately, so that every reply leaves from where its request arrived."""
+    """Binds each local address separately, so that every reply leaves from where its request arrived.
+
+    Started again after a stop, it binds the ports it had, even those the OS chose (port 0): clients were told them.
+    """
 
     _log = Logger()
 
@@ -45,19 +49,23 @@ class UdpStunService(Service):
         config: StunConfig,
         limiter: SourceLimiter | None,
         on_failure: Callable[[], object],
+        counters: StunCounters,
     ) -> None:
         self.setName("stun-udp")
         self._reactor = reactor
         self._config = config
         self._limiter = limiter
+        self._counters = counters
         self._on_failure = on_failure
         self._ports: list[IListeningPort] = []
         self._senders: dict[Address, SendTo] = {}
         self.addresses: list[Address] = []
         self.failure: Failure | None = None
+        self._bound: dict[str, int] = {}  # the ports of the first start, by role ("primary", "alternate")
 
     def startService(self) -> None:
         super().startService()
+        self.failure = None
         config = self._config
         explicit = config.interfaces is not None
         interfaces = list(config.interfaces) if config.interfaces is not None else (host_addresses() or [])
@@ -80,13 +88,15 @@ class UdpStunService(Service):
                 (config.alternate[0], "primary"),
                 (config.alternate[0], "alternate"),
             ]
-        chosen = {"primary": port, "alternate": alternate_port}
+        chosen = {"primary": port, "alternate": alternate_port, **self._bound}
         protocols: list[StunDatagramProtocol] = []
         responder = Responder(config.software)
         for address, which in dict.fromkeys(plan):
             if fallback and address == "0.0.0.0" and self._ports:
                 continue  # '::' is dual-stack
-            protocol = StunDatagramProtocol(responder, self._reactor, self._limiter, self._senders)
+            protocol = StunDatagramProtocol(
+                responder, self._reactor, self._limiter, self._senders, self._counters
+            )
             try:
                 listening = self._reactor.listenUDP(
                     chosen[which], protocol, interface=address, maxPacketSize=MAX_REQUEST_BYTES + 4
@@ -107,6 +117,7 @@ class UdpStunService(Service):
         if not self._ports:
             self._fail(Failure(CannotListenError(None, port, "no address to listen on")))
             return
+        self._bound = chosen
         if config.alternate is not None and primary is not None:
             pair = AddressPair((primary, chosen["primary"]), (config.alternate[0], chosen["alternate"]))
             responder = Responder(config.software, pair)
@@ -139,10 +150,11 @@ class TcpStunService(EndpointService):
         config: StunConfig,
         limiter: SourceLimiter | None,
         on_failure: Callable[[], object],
+        counters: StunCounters,
     ) -> None:
         assert config.tcp_endpoint is not None
         self._stream_factory = StunStreamFactory(
-            Responder(config.software), reactor, limiter, idle_timeout=config.tcp_idle_timeout
+            Responder(config.software), reactor, limiter, config.tcp_idle_timeout, counters
         )
         endpoint = serverFromString(reactor, config.tcp_endpoint)
         super().__init__("stun-tcp", endpoint, self._stream_factory, on_failure)
@@ -155,7 +167,9 @@ class TcpStunService(EndpointService):
 class StunService(MultiService):
     """The STUN responder, named "stun": a UDP child ("stun-udp") and a TCP child ("stun-tcp") as configured.
 
-    `on_failure` runs when a listener cannot listen (twistd passes a function that stops the process).
+    Stopped, it closes every port and TCP connection; started again, it listens where it did (UDP on the
+    very ports, TCP on its endpoint). `on_failure` runs when a listener cannot listen (twistd passes a
+    `StartupGuard`'s `failed`); `counters` counts the requests both children answer and drop.
     """
 
     def __init__(
@@ -164,12 +178,13 @@ class StunService(MultiService):
         super().__init__()
         self.setName("stun")
         self.config = config
+        self.counters = StunCounters()  # shared by both children, and kept across a stop and restart
         failed = on_failure if on_failure is not None else _ignore
         limiter = SourceLimiter(config.rate, config.burst, reactor.seconds()) if config.rate > 0 else None
         if config.udp_port is not None:
-            UdpStunService(reactor, config, limiter, failed).setServiceParent(self)
+            UdpStunService(reactor, config, limiter, failed, self.counters).setServiceParent(self)
         if config.tcp_endpoint is not None:
-            TcpStunService(reactor, config, limiter, failed).setServiceParent(self)
+            TcpStunService(reactor, config, limiter, failed, self.counters).setServiceParent(self)
 
     def whenListening(self) -> Deferred[StunListening]:
         """Fires once every listener listens, with where; fails if one cannot."""

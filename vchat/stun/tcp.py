@@ -9,6 +9,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
+from vchat.stun.counters import StunCounters
 from vchat.stun.limiter import SourceLimiter
 from vchat.stun.responder import MAX_REQUEST_BYTES, Address, Responder
 
@@ -59,6 +60,7 @@ class StunStreamProtocol(Protocol, TimeoutMixin):
         buffer = self._buffer
         offset = 0
         factory = self.factory
+        counters = factory.counters
         while len(buffer) - offset >= 20:
             length = buffer[offset + 2] << 8 | buffer[offset + 3]
             total = 20 + length
@@ -73,15 +75,20 @@ class StunStreamProtocol(Protocol, TimeoutMixin):
             offset += total
             limiter = factory.limiter
             if limiter is not None and not limiter.allow(self._source[0], factory.clock.seconds()):
+                counters.dropped += 1
                 continue
             reply = factory.responder.respond(message, self._source, self._local)
-            if reply is not None:
+            if reply is None:
+                counters.dropped += 1
+            else:
                 self.transport.write(reply[0])
+                counters.answered += 1
         del buffer[:offset]
 
 
 class StunStreamFactory(ServerFactory):
-    """Shares the responder, the limiter and the clock among STUN connections, and knows them all."""
+    """Shares the responder, the limiter, the clock and the counters among STUN connections, and knows them
+    all."""
 
     def __init__(
         self,
@@ -89,11 +96,13 @@ class StunStreamFactory(ServerFactory):
         clock: IReactorTime,
         limiter: SourceLimiter | None = None,
         idle_timeout: float = 30.0,
+        counters: StunCounters | None = None,
     ) -> None:
         self.responder = responder
         self.clock = clock
         self.limiter = limiter
         self.idle_timeout = idle_timeout
+        self.counters = StunCounters() if counters is None else counters
         self.connections: set[StunStreamProtocol] = set()
 
     def buildProtocol(self, addr: IAddress | None) -> StunStreamProtocol:  # type: ignore[override]

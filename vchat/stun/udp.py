@@ -10,6 +10,7 @@ from twisted.internet.interfaces import IReactorTime, IUDPTransport
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
+from vchat.stun.counters import StunCounters
 from vchat.stun.limiter import SourceLimiter
 from vchat.stun.responder import Address, Reply, Responder
 
@@ -23,7 +24,7 @@ class StunDatagramProtocol(DatagramProtocol):
     """Answers the STUN requests that reach one local address and port.
 
     `senders` is shared by every listener of a service, keyed by local address: RFC 5780's CHANGE-REQUEST
-    makes a reply leave from another listener's socket.
+    makes a reply leave from another listener's socket. `counters` counts the requests answered and dropped.
     """
 
     _log = Logger()
@@ -35,12 +36,14 @@ class StunDatagramProtocol(DatagramProtocol):
         clock: IReactorTime,
         limiter: SourceLimiter | None = None,
         senders: dict[Address, SendTo] | None = None,
+        counters: StunCounters | None = None,
     ) -> None:
         self._respond: Callable[[bytes, Address, Address], Reply | None] = responder.respond
         self._seconds = clock.seconds
         self._limiter = limiter
         self._senders: dict[Address, SendTo] = {} if senders is None else senders
         self._sendto: SendTo | None = None
+        self.counters = StunCounters() if counters is None else counters
         self.local: Address = ("", 0)
 
     def set_responder(self, responder: Responder) -> None:
@@ -71,17 +74,21 @@ class StunDatagramProtocol(DatagramProtocol):
         try:
             limiter = self._limiter
             if limiter is not None and not limiter.allow(addr[0], self._seconds()):
+                self.counters.dropped += 1
                 return
             local = self.local
             reply = self._respond(datagram, addr, local)
             if reply is None:
+                self.counters.dropped += 1
                 return
             if reply[1] is local:
                 self._sendto(reply[0], addr)  # type: ignore[misc]
+                self.counters.answered += 1
                 return
             send = self._senders.get(reply[1])
             if send is not None:
                 send(reply[0], addr)
+                self.counters.answered += 1
         except OSError:
             pass  # sending failed: a full buffer, an unreachable peer. It's UDP: the client retransmits.
         except Exception:

@@ -1,0 +1,1 @@
+"""The admin API, the moderator page, and the figures they show."""
