@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from importlib.resources import files
-from weakref import WeakSet
 
-from twisted.internet.interfaces import IAddress, IStreamServerEndpoint
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
-from twisted.web.http import Request, _GenericHTTPChannelProtocol
+from twisted.protocols.policies import WrappingFactory
+from twisted.web.http import Request
 from twisted.web.server import Site
 
 from vchat.admin.http import BearerToken, Call, JsonApi, LimitedRequest, Reply, Route, Router
@@ -49,22 +49,11 @@ class _StaticFile:
 
 
 class AdminSite(Site):
-    """The admin site: request bodies are bounded, only requests that change something are logged, and the open
-    connections are known, so that stopping the service closes them (keep-alive ones too)."""
+    """The admin site: request bodies are bounded, and only requests that change something are logged."""
 
     requestFactory = LimitedRequest
     displayTracebacks = False
     _log = Logger()
-
-    def __init__(self, resource: JsonApi) -> None:
-        super().__init__(resource)
-        self.connections: WeakSet[_GenericHTTPChannelProtocol] = WeakSet()
-
-    def buildProtocol(self, addr: IAddress | None) -> _GenericHTTPChannelProtocol | None:
-        protocol: _GenericHTTPChannelProtocol | None = super().buildProtocol(addr)
-        if protocol is not None:
-            self.connections.add(protocol)
-        return protocol
 
     def log(self, request: Request) -> None:
         if request.method not in (b"GET", b"HEAD"):
@@ -94,14 +83,15 @@ class AdminService(EndpointService):
     ) -> None:
         self._bearer = BearerToken()
         self._token_source = token_source
-        self._site = AdminSite(JsonApi(Router([*routes, *page_routes()]), self._bearer))
-        super().__init__("admin", endpoint, self._site, on_failure)
+        # Wrapped, so that the open connections (keep-alive ones too) are known and closed when it stops.
+        self._connections = WrappingFactory(
+            AdminSite(JsonApi(Router([*routes, *page_routes()]), self._bearer))
+        )
+        super().__init__("admin", endpoint, self._connections, on_failure)
 
     def closing(self) -> None:
-        for connection in list(self._site.connections):
-            transport = getattr(connection, "transport", None)  # None: not connected yet
-            if transport is not None:
-                transport.loseConnection()
+        for connection in list(self._connections.protocols):
+            connection.transport.loseConnection()
 
     def startService(self) -> None:
         try:
