@@ -136,7 +136,7 @@ class AdminApi:
             reports = await store.list_reports("open", limit)
         else:
             reports = [report for each in _RESOLVED for report in await store.list_reports(each, limit)]
-            reports.sort(key=lambda report: report.resolved_at or 0.0, reverse=True)
+            reports.sort(key=lambda report: report.created_at)  # the oldest of both, as the store lists them
         return {"items": [report_view(report) for report in reports[:limit]]}
 
     async def _report(self, report_id: str) -> Report:

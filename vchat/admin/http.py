@@ -116,7 +116,9 @@ class Call:
         if not values:
             return default
         text = values[-1].decode("utf-8", "replace")
-        if len(values) > 1 or not text.isascii() or not text.isdigit() or not low <= int(text) <= high:
+        if len(values) > 1 or not text.isascii() or not text.isdigit() or len(text) > len(str(high)):
+            raise bad_request(f"{name} must be a whole number from {low} to {high}")
+        if not low <= int(text) <= high:
             raise bad_request(f"{name} must be a whole number from {low} to {high}")
         return int(text)
 
@@ -309,19 +311,18 @@ class JsonApi(Resource):
         request.finish()
 
 
-def number_field(body: Mapping[str, Any], name: str, minimum: float = 0.0) -> float | None:
-    """An optional positive finite number in a JSON body (null or absent: None)."""
+def number_field(body: Mapping[str, Any], name: str, minimum: float = 1.0) -> float | None:
+    """An optional finite number of at least `minimum` in a JSON body (null or absent: None)."""
     value = body.get(name)
     if value is None:
         return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= minimum
-    ):
-        raise bad_request(f"{name} must be a number above {minimum:g}, or null")
-    return float(value)
+    try:
+        number = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+    except OverflowError:  # an integer beyond what a float holds
+        number = math.nan
+    if not math.isfinite(number) or number < minimum:
+        raise bad_request(f"{name} must be a number of at least {minimum:g}, or null")
+    return number
 
 
 def text_field(body: Mapping[str, Any], name: str, *, required: bool = False) -> str | None:
