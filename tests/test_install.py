@@ -106,8 +106,9 @@ def test_wheel_install(venv: Venv, source: Path, tmp_path: Path) -> None:
     shutil.rmtree(source)  # the installed copy must stand on its own
     assert (venv.site_packages() / "twisted" / "plugins" / "vchat_plugins.py").is_file()
     assert_plugins_run(venv, tmp_path)
-    # The moderator page's files came along: the admin service reads them when it is built.
-    pages = venv.run(
-        "python", "-c", "from vchat.admin.service import page_routes; print(len(page_routes()))", cwd=tmp_path
-    ).stdout
-    assert pages.strip() == "3"
+    # The moderator page's and the web client's files came along: the services read them when they are built.
+    script = (
+        "from vchat.admin.service import page_routes; from vchat.protocol.site import web_client_files; "
+        "print(len(page_routes()), b'/index.html' in web_client_files(), b'/app.js' in web_client_files())"
+    )
+    assert venv.run("python", "-c", script, cwd=tmp_path).stdout.split() == ["3", "True", "True"]

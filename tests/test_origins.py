@@ -244,7 +244,7 @@ def test_the_option_is_normalised_and_reaches_the_factory(tmp_path: Path) -> Non
         ["--allowed-origin", "HTTPS://Chat.Example.org:443", "--allowed-origin", "http://[::1]:8080"]
     )
     assert options["allowed-origin"] == [SITE, "http://[::1]:8080"]
-    factory = makeService(options, reactor).getServiceNamed("signaling")._factory
+    factory = makeService(options, reactor).getServiceNamed("signaling").factory
     assert factory.allowed_origins == frozenset({SITE, "http://[::1]:8080"})
     config = tmp_path / "vchat.toml"
     config.write_text('allowed_origin = ["https://chat.example.org:8443"]\n')

@@ -123,7 +123,7 @@ def test_service_tree() -> None:
     assert isinstance(service.getServiceNamed("store"), StoreService)
     assert isinstance(service.getServiceNamed("signaling"), SignalingService)
     assert isinstance(service.getServiceNamed("stun"), StunService)
-    factory = service.getServiceNamed("signaling")._factory
+    factory = service.getServiceNamed("signaling").factory
     moderation = service.getServiceNamed("moderation")
     assert factory.bans is moderation and factory.reports is moderation
     assert factory.switchboard.observer is moderation  # told what sessions do, for the rules
@@ -167,7 +167,7 @@ async def test_listen_failure_is_reported(tmp_path: Path) -> None:
     first.startService()
     port = await first.getServiceNamed("signaling").whenListening()
     failures: list[bool] = []
-    factory = first.getServiceNamed("signaling")._factory
+    factory = first.getServiceNamed("signaling").factory
     endpoint = serverFromString(reactor, f"tcp:{port.getHost().port}:interface=127.0.0.1")
     second = SignalingService(endpoint, factory, on_failure=lambda: failures.append(True))
     second.startService()

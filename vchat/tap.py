@@ -53,7 +53,14 @@ SETTINGS = (
         "ws",
         "tcp:8080",
         server_endpoint,
-        "signaling listen endpoint (Twisted endpoint string); the WebSocket path is /ws",
+        "signaling listen endpoint (Twisted endpoint string): the WebSocket at /ws, the web client at /",
+    ),
+    Setting(
+        "no-web",
+        False,
+        bool,
+        "do not serve the web client at / (only the WebSocket at /ws)",
+        flag=True,
     ),
     Setting(
         "allowed-origin",
@@ -280,7 +287,7 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Mult
         allowed_origins=frozenset(options["allowed-origin"]),
     )
     endpoint = serverFromString(reactor, options["ws"])
-    SignalingService(endpoint, factory, on_failure=stop).setServiceParent(root)
+    SignalingService(endpoint, factory, on_failure=stop, web=not options["no-web"]).setServiceParent(root)
     if options.stun.udp_port or options.stun.tcp_endpoint:
         StunService(reactor, options.stun, on_failure=stop).setServiceParent(root)
     context = ServiceContext(reactor, options["data-dir"], moderation)

@@ -1,4 +1,5 @@
-"""The signaling service: the WebSocket listener, which closes every session when it stops."""
+"""The signaling service: the WebSocket listener (with the web client's files), which closes every session when it
+stops."""
 
 from __future__ import annotations
 
@@ -7,16 +8,23 @@ from collections.abc import Callable
 from twisted.internet.interfaces import IStreamServerEndpoint
 
 from vchat.listener import EndpointService
+from vchat.protocol.site import SignalingSite
 from vchat.protocol.websocket import SignalingFactory
 
 
 class SignalingService(EndpointService):
-    """Listens for signaling WebSockets; on stop, closes every session and the port."""
+    """Listens for signaling WebSockets at /ws, and serves the web client at / unless `web` is off; on stop,
+    closes every session and the port."""
 
     def __init__(
-        self, endpoint: IStreamServerEndpoint, factory: SignalingFactory, on_failure: Callable[[], object]
+        self,
+        endpoint: IStreamServerEndpoint,
+        factory: SignalingFactory,
+        on_failure: Callable[[], object],
+        web: bool = True,
     ) -> None:
-        super().__init__("signaling", endpoint, factory, on_failure)
+        super().__init__("signaling", endpoint, SignalingSite(factory, web), on_failure)
+        self.factory = factory
         self._switchboard = factory.switchboard
         self._allowed_origins = factory.allowed_origins
 
