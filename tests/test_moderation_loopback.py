@@ -73,7 +73,7 @@ async def test_a_report_with_a_snapshot_is_stored(server: RunningServer, codec: 
     assert snapshot is not None and snapshot.data == JPEG and snapshot.content_type == "image/jpeg"
     # the reported user is told nothing: the next message they get answers their ping
     him.send({"type": "ping", "id": 2})
-    assert await him.expect("pong") == {"type": "pong", "re": 2}
+    assert await him.expect("pong") == {"type": "pong", "online": 2, "re": 2}
     await close(her, him)
 
 
@@ -82,7 +82,7 @@ async def test_a_report_with_a_snapshot_is_stored(server: RunningServer, codec: 
 async def test_a_report_after_next(server: RunningServer, codec: str) -> None:
     her, him, _, his_id, match_id = await pair(server, codec, "json" if codec == "msgpack" else "msgpack")
     her.send({"type": "next"})
-    assert await her.expect("searching") == {"type": "searching"}
+    assert await her.expect("searching") == {"type": "searching", "online": 2}
     assert await him.expect("partner_left") == {
         "type": "partner_left",
         "match_id": match_id,

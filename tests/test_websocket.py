@@ -153,9 +153,13 @@ def test_second_hello_is_bad(memory: MemoryServer) -> None:
 def test_ping_pong(memory: MemoryServer) -> None:
     client = memory.client(hello=True)
     client.send({"type": "ping", "id": "abc"})
-    assert client.expect("pong") == {"type": "pong", "re": "abc"}
+    assert client.expect("pong") == {"type": "pong", "online": 1, "re": "abc"}
+    other = memory.client(hello=True)
     client.send({"type": "ping"})
-    assert client.expect("pong") == {"type": "pong"}
+    assert client.expect("pong") == {"type": "pong", "online": 2}
+    other.close()
+    client.send({"type": "ping"})
+    assert client.expect("pong")["online"] == 1
 
 
 # --- matching and relaying -----------------------------------------------------------------------------
@@ -183,13 +187,13 @@ def test_next_requeues_and_tells_partner(memory: MemoryServer) -> None:
     match_id = matched["match_id"]
     a.send({"type": "next", "id": 1})
     assert b.received() == [{"type": "partner_left", "match_id": match_id, "reason": "next"}]
-    assert a.received() == [{"type": "searching"}]
+    assert a.received() == [{"type": "searching", "online": 2}]
     # the old match is gone: relaying into it is a no_match error
     b.send({"type": "chat", "match_id": match_id, "text": "still there?", "id": "c"})
     assert_refused(b, "no_match", "c")
     # the partner just left is a recent partner: searching again does not pair them
     b.send({"type": "search", "want": "any"})
-    assert b.received() == [{"type": "searching"}] and a.received() == []
+    assert b.received() == [{"type": "searching", "online": 2}] and a.received() == []
     # a third user gets matched with the one waiting longest
     c = memory.client(hello=True)
     c.send({"type": "search"})
@@ -205,7 +209,7 @@ def test_stop_goes_idle(memory: MemoryServer) -> None:
     assert b.received() == [{"type": "idle"}]
     a.send({"type": "search", "want": "f"})
     a.send({"type": "stop"})
-    assert a.received() == [{"type": "searching"}, {"type": "idle"}]
+    assert a.received() == [{"type": "searching", "online": 2}, {"type": "idle"}]
 
 
 def test_in_match_and_no_match(memory: MemoryServer) -> None:

@@ -297,7 +297,7 @@ class Switchboard:
     def _enqueue(self, session: Session, search: Search) -> None:
         session.filters = search
         session.enter(SessionState.SEARCHING)
-        self._send(session, {"type": "searching"})
+        self._send(session, {"type": "searching", "online": self._online})
         seeker = Seeker(session.session_id, session.gender, session.country, search.want, search.countries)
         pair = self._engine.search(seeker, self._clock.seconds())
         if pair is None:

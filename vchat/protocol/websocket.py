@@ -390,7 +390,10 @@ class SignalingProtocol(WebSocketServerProtocol):
         self.factory.switchboard.relay(self._require_session(), typing.match_id, relayed)
 
     def handle_ping(self, ping: Ping, rid: RequestId) -> None:
-        self.send({"type": "pong", "re": rid} if rid is not None else {"type": "pong"})
+        pong: dict[str, Any] = {"type": "pong", "online": self.factory.switchboard.online}
+        if rid is not None:
+            pong["re"] = rid
+        self.send(pong)
 
     def handle_report(self, report: Report, rid: RequestId) -> None:
         sink = self.factory.reports

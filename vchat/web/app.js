@@ -546,7 +546,7 @@ function isCurrent(message) {
 const handlers = {
   welcome(message) {
     model.sessionId = typeof message.session_id === "string" ? message.session_id : null;
-    if (Number.isInteger(message.online)) model.online = message.online;
+    noteOnline(message);
     model.configuration = rtcConfiguration(message);
     model.partnerReconnecting = false;
     model.searching = false; // a lost connection cancels a search
@@ -577,8 +577,13 @@ const handlers = {
     }
   },
 
-  searching() {
+  searching(message) {
     model.searching = true;
+    noteOnline(message);
+  },
+
+  pong(message) {
+    noteOnline(message); // the heartbeat's answer keeps the count fresh
   },
 
   idle() {
@@ -663,6 +668,11 @@ const handlers = {
     }
   },
 };
+
+/** The online count that `welcome`, `searching` and `pong` carry. */
+function noteOnline(message) {
+  if (Number.isInteger(message.online)) model.online = message.online;
+}
 
 function onMessage(event) {
   const message = event.detail;
