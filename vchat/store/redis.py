@@ -1,0 +1,757 @@
+"""The store for several nodes: bans, reports and flags in Redis, changed only by Lua scripts.
+
+Every call is one script (EVALSHA, EVAL the first time on a connection), so each runs as one atomic step
+and a node never sees another's half-done change. All keys start with `vchat:{store}:`: the hash tag
+`{store}` puts them in one slot, so that a script may touch several of them on a Redis Cluster too. Keys
+below omit that prefix.
+
+    ban:<id>                  hash: record (JSON: the NewBan and report_id), ended_at (when lifted)
+    ban:<id>:snapshot         hash: content_type, data; expires at the ban's end (PEXPIRE)
+    bans                      sorted set: every ban id, by created_at
+    bans:ends                 sorted set: the ids of bans not lifted, by ends_at (inf: permanent);
+                              a ban is active at `now` if its score is above `now`
+    bans:user_id:<value>      set: the ids of the bans on this user id (device_id likewise)
+    bans:ip                   sorted set, by name (scores 0): <low><high><id> for each IP ban, low and
+                              high its network's first and last address as 32 hex digits (`address_key`)
+    snapshots:bans            sorted set: the ids of bans whose snapshot falls due, by ends_at
+    report:<id>               hash: record (JSON: the NewReport), status, resolved_at, ban_id
+    report:<id>:snapshot      hash: content_type, data
+    reports:<status>          sorted set: report ids, by created_at
+    snapshots:reports         sorted set: the ids of reports with a snapshot, by created_at
+    flag:<id>                 hash: record (JSON: the NewFlag), status, resolved_at
+    flags:<status>            sorted set: flag ids, by created_at
+    schema                    the version of this layout
+
+Times are Python's `repr` of the float (exact both ways); a record's `has_snapshot` is whether its
+snapshot key exists. The IP bans on networks that hold an address are found as the SQLite store finds
+them: one range read of `bans:ip` per prefix length, from `<low><address>` to the end of `<low>`, so
+that the network's last address is not below the address.
+
+The store reads no clock, so a ban's snapshot is given a TTL of the ban's remaining time as of the
+caller's `now` (the ban's start for `add_ban`, the decision for `resolve_report`): Redis deletes it at
+the ban's end on its own, even with no node running, counting on its own clock without needing to agree
+with the nodes'. `purge` deletes it at that time too, and a report's snapshot after the retention, which
+Redis cannot know.
+
+txredisapi runs some of its timers on the global reactor: the reactor given to `RedisStore.open` must
+be that one, as under twistd.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field, fields
+from functools import update_wrapper
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
+from urllib.parse import unquote, urlsplit
+
+import txredisapi  # installs the default reactor if none is: import this module after choosing one
+from OpenSSL import SSL
+from twisted.internet import defer
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    IProtocol,
+    IProtocolFactory,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
+from twisted.internet.protocol import connectionDone
+from twisted.internet.ssl import optionsForClientTLS
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from vchat.outcome import Outcome
+from vchat.store.interface import AlreadyResolved, IStore, StoreError
+from vchat.store.records import (
+    Ban,
+    BanTarget,
+    Flag,
+    FlagStatus,
+    NewBan,
+    NewFlag,
+    NewReport,
+    Report,
+    ReportStatus,
+    Snapshot,
+    address_key,
+    containing_lows,
+    network_bounds,
+    new_id,
+    plain_address,
+)
+
+KEY_PREFIX = "vchat:{store}:"
+"""What every key of the store starts with: vchat's, then the hash tag of the store's slot."""
+LAYOUT_VERSION = 1
+"""The version of the key layout, kept in `schema`: a vchat refuses data laid out by a newer one."""
+DEFAULT_TIMEOUT = 10.0
+"""Seconds to connect, and for Redis to answer a call."""
+DEFAULT_PORT = 6379
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+# Helpers every script starts with. P is the key prefix, passed as KEYS[1]: the key a Cluster routes by.
+_PRELUDE = """
+local P = KEYS[1]
+local function record(kind, id)
+  local key = P .. kind .. ':' .. id
+  local fields = redis.call('HGETALL', key)
+  if #fields == 0 then return false end
+  local out = {id, redis.call('EXISTS', key .. ':snapshot')}
+  for i = 1, #fields do out[#out + 1] = fields[i] end
+  return out
+end
+local function records(kind, ids)
+  local out = {}
+  for i = 1, #ids do out[i] = record(kind, ids[i]) end
+  return out
+end
+local function active(id, now)
+  local ends = redis.call('ZSCORE', P .. 'bans:ends', id)
+  return ends ~= false and tonumber(ends) > now
+end
+local function insert_ban(id, rec, created, ends, kind, member)
+  redis.call('HSET', P .. 'ban:' .. id, 'record', rec)
+  redis.call('ZADD', P .. 'bans', created, id)
+  redis.call('ZADD', P .. 'bans:ends', ends, id)
+  if kind == 'ip' then
+    redis.call('ZADD', P .. 'bans:ip', 0, member)
+  else
+    redis.call('SADD', P .. 'bans:' .. kind .. ':' .. member, id)
+  end
+end
+local function expire_ban_snapshot(id, ends, ttl)
+  if ttl == '' then return end
+  local snapshot = P .. 'ban:' .. id .. ':snapshot'
+  redis.call('PEXPIRE', snapshot, ttl)
+  if redis.call('EXISTS', snapshot) == 1 then redis.call('ZADD', P .. 'snapshots:bans', ends, id) end
+end
+"""
+
+# ARGV: id, record, created_at, ends score, target kind, index member, TTL in ms, content type, data
+_ADD_BAN = """
+insert_ban(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+if ARGV[8] ~= '' then
+  redis.call('HSET', P .. 'ban:' .. ARGV[1] .. ':snapshot', 'content_type', ARGV[8], 'data', ARGV[9])
+  expire_ban_snapshot(ARGV[1], ARGV[4], ARGV[7])
+end
+return record('ban', ARGV[1])
+"""
+
+# ARGV: kind, id
+_GET = "return record(ARGV[1], ARGV[2])"
+
+# ARGV: kind, id
+_SNAPSHOT = (
+    "return redis.call('HMGET', P .. ARGV[1] .. ':' .. ARGV[2] .. ':snapshot', 'content_type', 'data')"
+)
+
+# ARGV: now
+_ACTIVE_BANS = "return records('ban', redis.call('ZRANGEBYSCORE', P .. 'bans:ends', '(' .. ARGV[1], '+inf'))"
+
+# ARGV: "ended" or "all", now, limit. Gives, newest first, `limit` bans and every other as old as the last
+# of them: Redis orders bans of one time by id backwards, Python then orders them as SQLite does.
+_LIST_BANS = """
+local now, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
+local found, last, start = {}, nil, 0
+if limit == 0 then return found end
+while true do
+  local chunk = redis.call('ZREVRANGE', P .. 'bans', start, start + 99, 'WITHSCORES')
+  if #chunk == 0 then break end
+  for i = 1, #chunk, 2 do
+    if last ~= nil and chunk[i + 1] ~= last then return records('ban', found) end
+    if ARGV[1] == 'all' or not active(chunk[i], now) then
+      found[#found + 1] = chunk[i]
+      if #found == limit then last = chunk[i + 1] end
+    end
+  end
+  start = start + 100
+end
+return records('ban', found)
+"""
+
+# ARGV: now, user id, device id, address (32 hex digits), the lows of its networks (`containing_lows`)
+_FIND_BANS = """
+local now = tonumber(ARGV[1])
+local seen, found = {}, {}
+local function consider(id)
+  if not seen[id] then
+    seen[id] = true
+    if active(id, now) then found[#found + 1] = id end
+  end
+end
+for i, kind in ipairs({'user_id', 'device_id'}) do
+  if ARGV[i + 1] ~= '' then
+    for _, id in ipairs(redis.call('SMEMBERS', P .. 'bans:' .. kind .. ':' .. ARGV[i + 1])) do consider(id) end
+  end
+end
+if ARGV[4] ~= '' then
+  for i = 5, #ARGV do
+    local low = ARGV[i]
+    for _, member in ipairs(redis.call('ZRANGEBYLEX', P .. 'bans:ip', '[' .. low .. ARGV[4], '(' .. low .. 'g')) do
+      consider(string.sub(member, 65))
+    end
+  end
+end
+return records('ban', found)
+"""
+
+# ARGV: id, now
+_END_BAN = """
+local id, key = ARGV[1], P .. 'ban:' .. ARGV[1]
+if redis.call('EXISTS', key) == 0 then return false end
+if active(id, tonumber(ARGV[2])) then
+  redis.call('HSET', key, 'ended_at', ARGV[2])
+  redis.call('ZREM', P .. 'bans:ends', id)
+end
+redis.call('DEL', key .. ':snapshot')
+redis.call('ZREM', P .. 'snapshots:bans', id)
+return record('ban', id)
+"""
+
+# ARGV: id, record, created_at, content type, data
+_ADD_REPORT = """
+local key = P .. 'report:' .. ARGV[1]
+redis.call('HSET', key, 'record', ARGV[2], 'status', 'open')
+redis.call('ZADD', P .. 'reports:open', ARGV[3], ARGV[1])
+if ARGV[4] ~= '' then
+  redis.call('HSET', key .. ':snapshot', 'content_type', ARGV[4], 'data', ARGV[5])
+  redis.call('ZADD', P .. 'snapshots:reports', ARGV[3], ARGV[1])
+end
+return record('report', ARGV[1])
+"""
+
+# ARGV: kind, status, limit
+_LIST = """
+local limit = tonumber(ARGV[3])
+if limit == 0 then return {} end
+return records(ARGV[1], redis.call('ZRANGE', P .. ARGV[1] .. 's:' .. ARGV[2], 0, limit - 1))
+"""
+
+# ARGV: id, now, then for a ban: its id, record, created_at, ends score, target kind, index member, TTL
+_RESOLVE_REPORT = """
+local id, now = ARGV[1], ARGV[2]
+local key = P .. 'report:' .. id
+local status = redis.call('HGET', key, 'status')
+if not status then return false end
+if status ~= 'open' then return {'already', status} end
+local created = redis.call('ZSCORE', P .. 'reports:open', id)
+redis.call('ZREM', P .. 'reports:open', id)
+redis.call('ZREM', P .. 'snapshots:reports', id)
+local snapshot = key .. ':snapshot'
+if ARGV[3] == '' then
+  redis.call('DEL', snapshot)
+  redis.call('HSET', key, 'status', 'dismissed', 'resolved_at', now)
+  redis.call('ZADD', P .. 'reports:dismissed', created, id)
+else
+  local ban = ARGV[3]
+  insert_ban(ban, ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
+  if redis.call('EXISTS', snapshot) == 1 then
+    redis.call('RENAME', snapshot, P .. 'ban:' .. ban .. ':snapshot')
+    expire_ban_snapshot(ban, ARGV[6], ARGV[9])
+  end
+  redis.call('HSET', key, 'status', 'banned', 'resolved_at', now, 'ban_id', ban)
+  redis.call('ZADD', P .. 'reports:banned', created, id)
+end
+return {'resolved', record('report', id)}
+"""
+
+# ARGV: id, record, created_at
+_ADD_FLAG = """
+redis.call('HSET', P .. 'flag:' .. ARGV[1], 'record', ARGV[2], 'status', 'open')
+redis.call('ZADD', P .. 'flags:open', ARGV[3], ARGV[1])
+return record('flag', ARGV[1])
+"""
+
+# ARGV: id, now
+_RESOLVE_FLAG = """
+local id, key = ARGV[1], P .. 'flag:' .. ARGV[1]
+local status = redis.call('HGET', key, 'status')
+if not status then return false end
+if status ~= 'open' then return {'already', status} end
+local created = redis.call('ZSCORE', P .. 'flags:open', id)
+redis.call('ZREM', P .. 'flags:open', id)
+redis.call('HSET', key, 'status', 'resolved', 'resolved_at', ARGV[2])
+redis.call('ZADD', P .. 'flags:resolved', created, id)
+return {'resolved', record('flag', id)}
+"""
+
+# ARGV: now, report retention. Gives the next ban due and the oldest kept report's created_at (scores
+# as Redis writes them: exact), for Python to add the retention as SQLite would.
+_PURGE = """
+local now, retention = tonumber(ARGV[1]), tonumber(ARGV[2])
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'snapshots:bans', '-inf', ARGV[1])) do
+  redis.call('DEL', P .. 'ban:' .. id .. ':snapshot')
+end
+redis.call('ZREMRANGEBYSCORE', P .. 'snapshots:bans', '-inf', ARGV[1])
+local kept = false
+while not kept do
+  local oldest = redis.call('ZRANGE', P .. 'snapshots:reports', 0, 0, 'WITHSCORES')
+  if #oldest == 0 then break end
+  if tonumber(oldest[2]) + retention <= now then
+    redis.call('DEL', P .. 'report:' .. oldest[1] .. ':snapshot')
+    redis.call('ZREM', P .. 'snapshots:reports', oldest[1])
+  else
+    kept = oldest[2]
+  end
+end
+return {redis.call('ZRANGE', P .. 'snapshots:bans', 0, 0, 'WITHSCORES')[2] or false, kept}
+"""
+
+# ARGV: this vchat's layout version. Gives the stored one; the first write proves Redis takes writes.
+_LAYOUT = "redis.call('SET', P .. 'schema', ARGV[1], 'NX') return redis.call('GET', P .. 'schema')"
+
+
+@dataclass(frozen=True)
+class RedisAddress:
+    """Where Redis listens and how to log in to it, from a `redis://` or `rediss://` (TLS) URL."""
+
+    host: str
+    port: int = DEFAULT_PORT
+    db: int = 0
+    tls: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'rediss' if self.tls else 'redis'}://{host}:{self.port}/{self.db}"
+
+
+def parse_redis_url(url: str) -> RedisAddress:
+    """`redis://[[user]:password@]host[:port][/db]`, or `rediss://` for TLS; `ValueError` says what is wrong."""
+    parts = urlsplit(url.strip())
+    if parts.scheme in ("redis-sentinel", "sentinel"):
+        raise ValueError("Redis Sentinel is not supported yet: give the master's redis:// URL")
+    if parts.scheme not in ("redis", "rediss"):
+        raise ValueError(f"{url!r} is not a Redis URL: expected redis://host:port/db or rediss://...")
+    try:
+        port = parts.port
+    except ValueError as e:
+        raise ValueError(f"{url!r} is not a Redis URL ({e})") from None
+    if not parts.hostname:
+        raise ValueError(f"{url!r} names no host: expected redis://host:port/db")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{url!r}: a Redis URL takes no options after ? or #")
+    db = parts.path.lstrip("/") or "0"
+    if not db.isdigit():
+        raise ValueError(f"{url!r}: the database after the host must be a number, as in redis://host:6379/0")
+    return RedisAddress(
+        host=parts.hostname,
+        port=DEFAULT_PORT if port is None else port,
+        db=int(db),
+        tls=parts.scheme == "rediss",
+        username=unquote(parts.username) if parts.username else None,
+        password=None if parts.password is None else unquote(parts.password),
+    )
+
+
+def _number(value: float) -> str:
+    return repr(float(value))
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, allow_nan=False, separators=(",", ":"), sort_keys=True)
+
+
+def _limit(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ValueError("a limit must be a whole number, 0 or more")
+    return limit
+
+
+def _ban_arguments(ban_id: str, ban: NewBan, report_id: str | None, now: float | None) -> list[str]:
+    """What a script needs to store `ban`, its snapshot expiring when the ban ends, reckoned from `now`
+    (from the ban's start if None)."""
+    if not isinstance(ban, NewBan) or isinstance(ban, Ban):
+        raise TypeError("expected a NewBan")
+    if now is None:
+        now = ban.created_at
+    record = {f.name: getattr(ban, f.name) for f in fields(NewBan)}
+    record.update(target=[ban.target.kind, ban.target.value], report_id=report_id)
+    if ban.target.kind == "ip":
+        low, high = network_bounds(ban.target.network)
+        member = low.hex() + high.hex() + ban_id
+    else:
+        member = ban.target.value
+    ends = "+inf" if ban.ends_at is None else _number(ban.ends_at)
+    ttl = "" if ban.ends_at is None else str(math.ceil((ban.ends_at - now) * 1000))
+    return [ban_id, _json(record), _number(ban.created_at), ends, ban.target.kind, member, ttl]
+
+
+def _fields(reply: list[Any]) -> tuple[str, bool, dict[str, bytes]]:
+    """A record as the scripts give it: id, whether its snapshot exists, then its hash's fields."""
+    names = (name.decode() for name in reply[2::2])
+    return reply[0].decode(), reply[1] == 1, dict(zip(names, reply[3::2], strict=True))
+
+
+def _time(value: bytes | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _ban_of(reply: list[Any]) -> Ban:
+    ban_id, has_snapshot, stored = _fields(reply)
+    record = json.loads(stored["record"])
+    target, messages = record.pop("target"), record.pop("messages")
+    return Ban(
+        **record,
+        target=BanTarget(*target),
+        messages=tuple(messages),
+        id=ban_id,
+        ended_at=_time(stored.get("ended_at")),
+        has_snapshot=has_snapshot,
+    )
+
+
+def _report_of(reply: list[Any]) -> Report:
+    report_id, has_snapshot, stored = _fields(reply)
+    ban_id = stored.get("ban_id")
+    return Report(
+        **json.loads(stored["record"]),
+        id=report_id,
+        status=cast(ReportStatus, stored["status"].decode()),
+        resolved_at=_time(stored.get("resolved_at")),
+        ban_id=None if ban_id is None else ban_id.decode(),
+        has_snapshot=has_snapshot,
+    )
+
+
+def _flag_of(reply: list[Any]) -> Flag:
+    flag_id, _, stored = _fields(reply)
+    return Flag(
+        **json.loads(stored["record"]),
+        id=flag_id,
+        status=cast(FlagStatus, stored["status"].decode()),
+        resolved_at=_time(stored.get("resolved_at")),
+    )
+
+
+def _newest_first(ban: Ban) -> tuple[float, str]:
+    return -ban.created_at, ban.id
+
+
+def _resolved(reply: Any, what: str) -> list[Any] | None:
+    """The record a resolving script gives, None for an unknown id; AlreadyResolved if it was not open."""
+    if reply is None:
+        return None
+    tag, value = reply
+    if tag == b"already":
+        raise AlreadyResolved(f"{what} is already {value.decode()}")
+    record: list[Any] = value
+    return record
+
+
+class _LossWatcher(ProtocolWrapper):
+    """Passes a TLS connection on, telling its endpoint why TLS failed: Redis's client sees only a lost
+    connection, with no word of an untrusted certificate."""
+
+    factory: _LossWatching
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if reason.check(SSL.Error):
+            self.factory.endpoint.tell(reason)
+        super().connectionLost(reason)
+
+
+class _LossWatching(WrappingFactory):
+    """Puts a `_LossWatcher` under each TLS connection of `endpoint`."""
+
+    protocol = _LossWatcher
+
+    def __init__(self, wrapped: IProtocolFactory, endpoint: _WatchedEndpoint) -> None:
+        super().__init__(wrapped)
+        self.endpoint = endpoint
+
+
+def _redis_protocol(tls: IProtocol) -> IProtocol:
+    """The protocol under TLS and the loss watcher."""
+    watcher = cast(ProtocolWrapper, cast(ProtocolWrapper, tls).wrappedProtocol)
+    return watcher.wrappedProtocol
+
+
+@implementer(IStreamClientEndpoint)
+class _WatchedEndpoint:
+    """A TCP endpoint, with TLS if given, whose failures to connect (or to agree on TLS) are told to
+    `watcher` until it is None: the reconnecting pool retries quietly, opening the store must fail."""
+
+    def __init__(
+        self,
+        address: RedisAddress,
+        tcp: IStreamClientEndpoint,
+        tls: IOpenSSLClientConnectionCreator | None,
+        watcher: Callable[[Failure], object],
+    ) -> None:
+        self._address = address
+        self._tcp = tcp
+        self._tls = tls
+        self.watcher: Callable[[Failure], object] | None = watcher
+
+    def __repr__(self) -> str:  # in the reconnecting pool's log lines
+        return f"<Redis at {self._address}>"
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        if self._tls is None:
+            return self._tcp.connect(protocolFactory).addErrback(self.tell)
+        tls = TLSMemoryBIOFactory(self._tls, True, _LossWatching(protocolFactory, self))
+        return self._tcp.connect(tls).addErrback(self.tell).addCallback(_redis_protocol)
+
+    def tell(self, failure: Failure) -> Failure:
+        """Tell the watcher of `failure`, and pass it on."""
+        if self.watcher is not None:
+            self.watcher(failure)
+        return failure
+
+
+def _deferred(
+    method: Callable[Concatenate[RedisStore, _P], Coroutine[Any, Any, _T]],
+) -> Callable[Concatenate[RedisStore, _P], Deferred[_T]]:
+    """Run the coroutine `method` as a Deferred, its exceptions (bad arguments too) as its failure."""
+
+    def call(self: RedisStore, /, *args: _P.args, **kwargs: _P.kwargs) -> Deferred[_T]:
+        return Deferred.fromCoroutine(method(self, *args, **kwargs))
+
+    update_wrapper(call, method)
+    return call
+
+
+def open_redis_store(reactor: IReactorTime, url: str) -> Deferred[IStore]:
+    """`RedisStore.open`, typed as any store: what `StoreService` takes, e.g. through `functools.partial`."""
+    return RedisStore.open(reactor, url).addCallback(_as_store)
+
+
+def _as_store(store: RedisStore) -> IStore:
+    return store
+
+
+@implementer(IStore)
+class RedisStore:
+    """The store shared by the nodes of a cluster, in Redis, over one reconnecting connection."""
+
+    def __init__(self, address: RedisAddress, factory: Any, timeout: float) -> None:
+        self.address = address
+        self._factory = factory  # txredisapi's RedisFactory: its `handler` runs commands
+        self._timeout = timeout
+        self._closed: Outcome[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<RedisStore {self.address}>"
+
+    @classmethod
+    def open(cls, reactor: IReactorTime, url: str, timeout: float = DEFAULT_TIMEOUT) -> Deferred[RedisStore]:
+        """Connect to Redis at `url` (`reactor` must also do TCP) and check the key layout; fails with
+        StoreError, whose message says what to do, if Redis cannot be reached or used."""
+        try:
+            address = parse_redis_url(url)
+        except ValueError as e:
+            return fail(StoreError(str(e)))
+        return Deferred.fromCoroutine(cls._connect(reactor, address, timeout))
+
+    @classmethod
+    async def _connect(cls, reactor: IReactorTime, address: RedisAddress, timeout: float) -> RedisStore:
+        tcp = HostnameEndpoint(reactor, address.host, address.port, timeout)
+        tls = optionsForClientTLS(address.host) if address.tls else None
+        connected: Deferred[Any] = Deferred()
+
+        def settle(result: object) -> None:
+            if not connected.called:
+                if isinstance(result, Failure):
+                    connected.errback(result)
+                else:
+                    connected.callback(result)
+
+        watched = _WatchedEndpoint(address, tcp, tls, settle)
+        factory = txredisapi.RedisFactory(
+            str(address),
+            address.db or None,
+            1,  # one connection: each call is one script, and replies come in order
+            charset=None,  # replies as bytes: snapshots are binary
+            password=address.password,
+            replyTimeout=timeout,
+            convertNumbers=False,
+            username=address.username,
+        )
+        factory.deferred.addBoth(settle)  # fails (ValueError) when Redis refuses the login or the db
+        factory.startConnecting(watched)
+        store = cls(address, factory, timeout)
+        try:
+            await connected.addTimeout(timeout, reactor)
+            watched.watcher = None
+            await store._check_layout()
+        except Exception as e:
+            await factory.disconnect()
+            raise _open_error(address, e, timeout) from None
+        return store
+
+    async def _check_layout(self) -> None:
+        stored = int(await self._run(_LAYOUT, LAYOUT_VERSION))
+        if stored > LAYOUT_VERSION:
+            raise StoreError(
+                f"the vchat data in Redis at {self.address} has layout version {stored}, newer than this "
+                f"vchat knows ({LAYOUT_VERSION}): run the newer vchat."
+            )
+
+    def _run(self, script: str, *args: str | bytes | int) -> Deferred[Any]:
+        """Run `script` (after the prelude) on `args`; StoreError if Redis cannot."""
+        if self._closed is not None:
+            return fail(StoreError(f"the store in Redis at {self.address} is closed"))
+        if not self._factory.size:  # calls would wait for the reconnection: tell the caller now
+            return fail(StoreError(f"the connection to Redis at {self.address} is lost; reconnecting"))
+        running: Deferred[Any] = self._factory.handler.eval(_PRELUDE + script, [KEY_PREFIX], list(args))
+        return running.addErrback(self._failed)
+
+    def _failed(self, failure: Failure) -> None:
+        if failure.check(txredisapi.TimeoutError):
+            raise StoreError(f"Redis at {self.address} did not answer within {self._timeout:g} s")
+        failure.trap(txredisapi.RedisError)
+        raise StoreError(f"Redis at {self.address}: {failure.getErrorMessage()}") from failure.value
+
+    async def _snapshot(self, kind: str, owner_id: str) -> Snapshot | None:
+        content_type, data = await self._run(_SNAPSHOT, kind, owner_id)
+        return None if content_type is None else Snapshot(content_type.decode(), data)
+
+    @_deferred
+    async def add_ban(self, ban: NewBan, snapshot: Snapshot | None) -> Ban:
+        arguments: list[str | bytes] = [*_ban_arguments(new_id(), ban, None, None)]
+        arguments += ["", b""] if snapshot is None else [snapshot.content_type, snapshot.data]
+        return _ban_of(await self._run(_ADD_BAN, *arguments))
+
+    @_deferred
+    async def get_ban(self, ban_id: str) -> Ban | None:
+        reply = await self._run(_GET, "ban", ban_id)
+        return None if reply is None else _ban_of(reply)
+
+    @_deferred
+    async def list_bans(self, active: bool | None, now: float, limit: int) -> list[Ban]:
+        _limit(limit)
+        if active:
+            replies = await self._run(_ACTIVE_BANS, _number(now))
+        else:
+            replies = await self._run(_LIST_BANS, "all" if active is None else "ended", _number(now), limit)
+        return sorted(map(_ban_of, replies), key=_newest_first)[:limit]
+
+    @_deferred
+    async def active_bans(self, now: float) -> list[Ban]:
+        replies = await self._run(_ACTIVE_BANS, _number(now))
+        return sorted(map(_ban_of, replies), key=lambda ban: (ban.created_at, ban.id))
+
+    @_deferred
+    async def find_active_bans(
+        self, now: float, user_id: str | None, ip: str | None, device_id: str | None
+    ) -> list[Ban]:
+        address = None if ip is None else plain_address(ip)
+        lows = [] if address is None else [low.hex() for low in containing_lows(address)]
+        replies = await self._run(
+            _FIND_BANS,
+            _number(now),
+            user_id or "",
+            device_id or "",
+            "" if address is None else address_key(address).hex(),
+            *lows,
+        )
+        return sorted(map(_ban_of, replies), key=_newest_first)
+
+    @_deferred
+    async def end_ban(self, ban_id: str, now: float) -> Ban | None:
+        reply = await self._run(_END_BAN, ban_id, _number(now))
+        return None if reply is None else _ban_of(reply)
+
+    @_deferred
+    async def ban_snapshot(self, ban_id: str) -> Snapshot | None:
+        return await self._snapshot("ban", ban_id)
+
+    @_deferred
+    async def add_report(self, report: NewReport, snapshot: Snapshot | None) -> Report:
+        if not isinstance(report, NewReport) or isinstance(report, Report):
+            raise TypeError("expected a NewReport")
+        record = _json({f.name: getattr(report, f.name) for f in fields(NewReport)})
+        arguments: list[str | bytes] = [new_id(), record, _number(report.created_at)]
+        arguments += ["", b""] if snapshot is None else [snapshot.content_type, snapshot.data]
+        return _report_of(await self._run(_ADD_REPORT, *arguments))
+
+    @_deferred
+    async def get_report(self, report_id: str) -> Report | None:
+        reply = await self._run(_GET, "report", report_id)
+        return None if reply is None else _report_of(reply)
+
+    @_deferred
+    async def list_reports(self, status: ReportStatus, limit: int) -> list[Report]:
+        return list(map(_report_of, await self._run(_LIST, "report", status, _limit(limit))))
+
+    @_deferred
+    async def report_snapshot(self, report_id: str) -> Snapshot | None:
+        return await self._snapshot("report", report_id)
+
+    @_deferred
+    async def resolve_report(self, report_id: str, now: float, ban: NewBan | None) -> Report | None:
+        arguments = [""] if ban is None else _ban_arguments(new_id(), ban, report_id, now)
+        reply = await self._run(_RESOLVE_REPORT, report_id, _number(now), *arguments)
+        resolved = _resolved(reply, f"report {report_id}")
+        return None if resolved is None else _report_of(resolved)
+
+    @_deferred
+    async def add_flag(self, flag: NewFlag) -> Flag:
+        if not isinstance(flag, NewFlag) or isinstance(flag, Flag):
+            raise TypeError("expected a NewFlag")
+        record = _json({f.name: getattr(flag, f.name) for f in fields(NewFlag)})
+        return _flag_of(await self._run(_ADD_FLAG, new_id(), record, _number(flag.created_at)))
+
+    @_deferred
+    async def get_flag(self, flag_id: str) -> Flag | None:
+        reply = await self._run(_GET, "flag", flag_id)
+        return None if reply is None else _flag_of(reply)
+
+    @_deferred
+    async def list_flags(self, status: FlagStatus, limit: int) -> list[Flag]:
+        return list(map(_flag_of, await self._run(_LIST, "flag", status, _limit(limit))))
+
+    @_deferred
+    async def resolve_flag(self, flag_id: str, now: float) -> Flag | None:
+        resolved = _resolved(await self._run(_RESOLVE_FLAG, flag_id, _number(now)), f"flag {flag_id}")
+        return None if resolved is None else _flag_of(resolved)
+
+    @_deferred
+    async def purge(self, now: float, report_retention: float) -> float | None:
+        ban_due, report_created = await self._run(_PURGE, _number(now), _number(report_retention))
+        due = [float(ban_due)] if ban_due is not None else []
+        if report_created is not None:
+            due.append(float(report_created) + report_retention)
+        return min(due, default=None)
+
+    def close(self) -> Deferred[None]:
+        if self._closed is None:
+            self._closed = Outcome()
+            self._factory.disconnect().addBoth(lambda _: None).addBoth(self._closed.fire)
+        return self._closed.observe()
+
+
+def _open_error(address: RedisAddress, error: Exception, timeout: float) -> StoreError:
+    """What a person should know and do when Redis cannot be used."""
+    cause = error.__cause__ if isinstance(error, StoreError) else error
+    # txredisapi tells a login cut short, by a lost connection or by silence, only in its message
+    login = str(cause) if isinstance(cause, ValueError) else ""
+    if isinstance(cause, SSL.Error):
+        return StoreError(
+            f"cannot reach Redis at {address} over TLS ({cause}): is its certificate valid for "
+            f"{address.host}, and signed by an authority this machine trusts?"
+        )
+    if isinstance(error, defer.TimeoutError) or "Not received Redis response" in login:
+        return StoreError(f"Redis at {address} did not answer within {timeout:g} s")
+    if "Lost connection" in login or isinstance(cause, txredisapi.ConnectionError):
+        return StoreError(
+            f"Redis at {address} closed the connection: is a Redis server listening there, with TLS "
+            "if and only if the URL is rediss://?"
+        )
+    if isinstance(error, StoreError):  # Redis answered, and refused
+        return error
+    if isinstance(error, ValueError):
+        return StoreError(
+            f"Redis at {address} refused vchat ({error}). Check the user, password and database in --redis."
+        )
+    return StoreError(f"cannot reach Redis at {address} ({error}): is it running, and does --redis name it?")

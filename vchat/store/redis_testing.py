@@ -1,0 +1,180 @@
+"""A real `redis-server` for tests: started on a free loopback port in a directory of its own, with a
+password, and stopped by its process id. The fixtures give one server to a whole test session and an
+empty database to each test.
+
+Its `command` talks to the server synchronously: for fixtures and set-up, never inside a running reactor.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, cast
+
+import pytest
+
+REDIS_SERVER = "redis-server"
+START_TIMEOUT = 10.0
+"""Seconds for redis-server to answer PING (it may be loading its append-only file)."""
+
+Reply = bytes | int | list["Reply"] | None
+
+
+class RedisReplyError(Exception):
+    """Redis answered a `RedisServer.command` with an error."""
+
+
+def free_port() -> int:
+    """A loopback TCP port that was free a moment ago (redis-server cannot be told to pick one)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _encode(args: tuple[str | bytes | int, ...]) -> bytes:
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg if isinstance(arg, bytes) else str(arg).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+def _read(stream: BinaryIO) -> Reply:
+    """One reply of the Redis protocol (RESP2)."""
+    line = stream.readline()
+    if not line:
+        raise ConnectionError("redis-server closed the connection")
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"+":
+        return rest
+    if kind == b"-":
+        raise RedisReplyError(rest.decode())
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        size = int(rest)
+        return None if size < 0 else stream.read(size + 2)[:-2]
+    if kind == b"*":
+        count = int(rest)
+        return None if count < 0 else [_read(stream) for _ in range(count)]
+    raise ConnectionError(f"not a Redis reply: {line!r}")
+
+
+@dataclass
+class RedisServer:
+    """A redis-server of the tests: its command line, and its process once started."""
+
+    directory: Path
+    port: int
+    password: str
+    options: tuple[str, ...] = ()
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Its `redis://` URL, password and database 0 included."""
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    @property
+    def log(self) -> Path:
+        """Where redis-server logs."""
+        return self.directory / "redis.log"
+
+    def command(self, *args: str | bytes | int) -> Reply:
+        """Run one command, logged in, and give its reply (blocking: see the module's docstring)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5.0) as connection:
+            stream = cast(BinaryIO, connection.makefile("rb"))
+            connection.sendall(_encode(("AUTH", self.password)) + _encode(args))
+            _read(stream)
+            return _read(stream)
+
+    def start(self) -> bool:
+        """Start redis-server and wait until it answers PING; False (and stopped) if it exits or stays
+        silent, e.g. because its port was taken."""
+        self.process = subprocess.Popen(
+            [
+                REDIS_SERVER,
+                *("--bind", "127.0.0.1", "--port", str(self.port), "--requirepass", self.password),
+                *("--dir", str(self.directory), "--logfile", str(self.log)),
+                *("--save", "", "--appendonly", "no", *self.options),  # later options win
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                if self.command("PING") == b"PONG":
+                    return True
+            except (OSError, RedisReplyError):  # not listening yet, or still loading its data
+                pass
+            time.sleep(0.01)
+        self.stop()
+        return False
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM: it writes its append-only file, if it keeps one) and wait for it."""
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def restart(self) -> None:
+        """Stop the server and start it again, on the same port, with the same data directory."""
+        self.stop()
+        if not self.start():
+            raise RuntimeError(f"redis-server did not start again: see {self.log}")
+
+
+def start_redis(directory: Path, *options: str) -> RedisServer:
+    """Start redis-server in `directory` on a free port, keeping nothing on disk unless `options`
+    (redis-server's own, such as `--appendonly yes`) say so, and wait until it answers."""
+    if shutil.which(REDIS_SERVER) is None:
+        raise RuntimeError(
+            f"{REDIS_SERVER} is not installed: scripts/test installs it (Debian's redis-server)"
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_hex(16)
+    for _ in range(5):  # another process may take the free port before redis-server binds it
+        server = RedisServer(directory, free_port(), password, options)
+        if server.start():
+            return server
+    tail = server.log.read_text(errors="replace")[-2000:] if server.log.exists() else ""
+    raise RuntimeError(f"redis-server did not start in {directory}:\n{tail}")
+
+
+@contextmanager
+def running_redis(directory: Path, *options: str) -> Iterator[RedisServer]:
+    """A redis-server (see `start_redis`) for the block, then stopped."""
+    server = start_redis(directory, *options)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the test session."""
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The URL of the session's redis-server, emptied for this test."""
+    redis_server.command("FLUSHALL")
+    return redis_server.url
