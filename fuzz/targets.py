@@ -19,6 +19,11 @@ on `sys.path`; `importlib` from the tests), not installed with vchat.
   addresses (IPv4, IPv6, IPv4-mapped IPv6, link-local IPv6 with a scope) and an optional RFC 5780 address
   pair; the rest is the datagram. `Responder.respond` never raises, answers the same bytes every time,
   keeps its size bounds, and what it answers parses and carries the request's transaction id.
+- `check_cluster_message`: `vchat.cluster.wire.decode_message` (what a node reads from another through Redis)
+  accepts exactly the inputs a reference check written here accepts (one msgpack map of at most
+  `MAX_MESSAGE_BYTES` with a non-empty string `type`, holding only maps with string keys, lists, strings, bytes,
+  64-bit integers, finite floats, booleans and None, at most `MAX_DEPTH` deep), refuses the rest with
+  `WireError` only, and what it accepts encodes again and decodes to the same values of the same types.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from typing import Any, get_args
 import msgpack
 
 from vchat.addresses import unmap_ipv4
+from vchat.cluster import wire
+from vchat.cluster.wire import MAX_DEPTH, MAX_MESSAGE_BYTES, MessageTooLarge, WireError
 from vchat.protocol.codec import CODECS, MSGPACK, REPORT_HEAD_BYTES, Codec, starts_as_report
 from vchat.protocol.errors import ErrorCode, ProtocolError
 from vchat.protocol.messages import (
@@ -442,12 +449,99 @@ def _combinations(pair: AddressPair | None) -> tuple[Address, ...]:
     return ((a1, p1), (a1, p2), (a2, p1), (a2, p2))
 
 
+# --- messages between nodes ----------------------------------------------------------------------------
+
+
+def check_cluster_message(data: bytes) -> None:
+    """`decode_message` agrees with a reference check, raises only WireError, and what it accepts goes again."""
+    expected = reference_cluster_message(data)
+    try:
+        message = wire.decode_message(data)
+    except WireError:
+        assert expected is None, "decode_message refused a valid message"
+        return
+    assert expected is not None, "decode_message accepted something that is no message"
+    assert repr(message) == repr(expected)
+    try:
+        again = wire.encode_message(message)
+    except MessageTooLarge:
+        # msgpack may write a float in 5 bytes, which encode_message writes in 9: only such growth may
+        # take a message over the limit.
+        assert len(data) <= MAX_MESSAGE_BYTES < 2 * len(data)
+        return
+    decoded = wire.decode_message(again)
+    assert repr(decoded) == repr(message), (
+        "a message did not come back as it went"
+    )  # types too: True is not 1
+    assert wire.encode_message(decoded) == again
+
+
+def reference_cluster_message(data: bytes) -> dict[str, Any] | None:
+    """The message `data` holds by the rules of `vchat.cluster.wire`, checked here without recursion; None
+    if it holds none."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        return None
+    try:
+        value = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True, timestamp=0)
+    except Exception:
+        return None
+    if type(value) is not dict or type(value.get("type")) is not str or not value["type"]:
+        return None
+    pending: list[tuple[Any, int]] = [(value, 1)]  # a value, and how many containers hold it or are it
+    while pending:
+        item, level = pending.pop()
+        kind = type(item)
+        if kind is dict or kind is list:
+            if level > MAX_DEPTH:
+                return None
+            if kind is dict:
+                if any(type(key) is not str for key in item):
+                    return None
+                pending.extend((key, level) for key in item)
+            pending.extend((child, level + 1) for child in (item.values() if kind is dict else item))
+        elif kind is str:
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return None
+        elif kind is int:
+            if not -(2**63) <= item < 2**64:
+                return None
+        elif kind is float:
+            if item != item or item in (float("inf"), float("-inf")):
+                return None
+        elif item is not None and kind is not bool and kind is not bytes:
+            return None
+    message: dict[str, Any] = value
+    return message
+
+
+# The kinds of message docs/cluster.md names, as nodes would send them: for the seeds.
+CLUSTER_EXAMPLES: dict[str, dict[str, Any]] = {
+    "signal": {"type": "signal", "session": "Nq3xK9", "match_id": "m1", "payload": {"sdp": "v=0\r\n"}},
+    "chat": {"type": "chat", "session": "Nq3xK9", "match_id": "m1", "text": "héllo"},
+    "typing": {"type": "typing", "session": "Nq3xK9", "match_id": "m1"},
+    "partner_left": {"type": "partner_left", "session": "Nq3xK9", "reason": "disconnect"},
+    "kick": {"type": "kick", "session": "Nq3xK9", "close_code": 4003},
+    "ban": {"type": "ban", "ban_id": "b1", "target": ["ip", "2001:db8::/32"], "ends_at": 1.5e9},
+    "handover": {
+        "type": "handover",
+        "session": "Nq3xK9",
+        "filters": {"want": "any", "countries": ["DE", "AT"]},
+        "previous": None,
+        "snapshot": b"\xff\xd8\xff\xe0",
+        "counts": [0, -1, 2**64 - 1, -(2**63), True, False],
+    },
+}
+
+
 # --- registry and seeds ---------------------------------------------------------------------------------
 
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "messages": check_signaling_frame,
     "stun_message": check_stun_message,
     "stun_responder": check_responder_input,
+    "cluster_message": check_cluster_message,
 }
 
 
@@ -493,7 +587,13 @@ def seed_inputs() -> dict[str, dict[str, bytes]]:
         answered = Responder(software, pair).respond(request, source, local)
         if answered is not None:
             stun_messages[f"reply-{name}"] = answered[0]
-    return {"messages": messages, "stun_message": stun_messages, "stun_responder": responder}
+    cluster = {f"{name}.msgpack": wire.encode_message(example) for name, example in CLUSTER_EXAMPLES.items()}
+    return {
+        "messages": messages,
+        "stun_message": stun_messages,
+        "stun_responder": responder,
+        "cluster_message": cluster,
+    }
 
 
 _WORDS = (
@@ -516,7 +616,30 @@ def dictionaries() -> dict[str, list[bytes]]:
     stun_tokens += [kind.to_bytes(2, "big") for kind in Attr]
     stun_tokens += [b"\x80\x28\x00\x04", b"\x00\x03\x00\x04\x00\x00\x00\x06", b"\x00\x08\x00\x14"]
     messages, stun_tokens = list(dict.fromkeys(messages)), list(dict.fromkeys(stun_tokens))
-    return {"messages": messages, "stun_message": stun_tokens, "stun_responder": stun_tokens}
+    words = {word for example in CLUSTER_EXAMPLES.values() for word in _words(example)}
+    cluster = [msgpack.packb(word) for word in sorted(words)]
+    cluster += [msgpack.packb(n) for n in _NUMBERS if -(2**63) <= n < 2**64]
+    cluster += [b"\xc4\x01x", b"\xd4\x01\x00", b"\xd6\xff\x00\x00\x00\x00", b"\xca\x3f\x80\x00\x00"]
+    cluster += [b"\xcb\x7f\xf8\x00\x00\x00\x00\x00\x00", b"\xde\x00\x01", b"\xdc\x00\x01", b"\xc2", b"\xc3"]
+    return {
+        "messages": messages,
+        "stun_message": stun_tokens,
+        "stun_responder": stun_tokens,
+        "cluster_message": list(dict.fromkeys(cluster)),
+    }
+
+
+def _words(value: Any) -> Iterator[str]:
+    """Every string in `value`, keys too."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _words(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _words(item)
 
 
 def regression_inputs() -> Iterator[tuple[str, str, bytes]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import math
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -334,3 +335,103 @@ def test_answers_stay_the_same_when_the_address_cache_is_cleared() -> None:
     first = [responder.respond(request, source, local) for source in sources]
     again = [responder.respond(request, source, local) for source in sources]
     assert first == again == [Responder().respond(request, source, local) for source in sources]
+
+
+# --- messages between nodes -----------------------------------------------------------------------------
+
+portable_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8)
+    | st.binary(max_size=8)
+)
+foreign_scalars = (
+    st.sampled_from([math.nan, math.inf, "\ud800"])
+    | st.builds(msgpack.ExtType, st.integers(0, 127), st.binary(max_size=4))
+    | st.builds(msgpack.Timestamp, st.integers(0, 2**32 - 1), st.integers(0, 999_999_999))
+)
+portable_values = st.recursive(
+    portable_scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=10,
+)
+foreign_values = st.recursive(  # holding something no message may, most of the time
+    foreign_scalars | portable_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(max_size=6) | st.binary(max_size=2) | st.integers(0, 2), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+cluster_kinds = st.sampled_from(["signal", "chat", "partner_left", "ban", "handover"]) | st.text(
+    min_size=1, max_size=4
+)
+
+
+def one_in(n: int, rare: st.SearchStrategy[Any], common: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """`rare` once in `n` draws, `common` otherwise (one_of would draw each of its strategies equally often)."""
+    return st.integers(1, n).flatmap(lambda roll: rare if roll == 1 else common)
+
+
+cluster_maps = st.builds(
+    lambda kind, rest: {"type": kind, **rest},
+    one_in(8, values, cluster_kinds),
+    st.dictionaries(
+        st.text(max_size=8),
+        one_in(5, foreign_values | st.builds(nested, st.integers(60, 66), st.booleans()), portable_values),
+        max_size=4,
+    ),
+)
+
+
+@st.composite
+def packed_cluster_messages(draw: st.DrawFn) -> bytes:
+    """A map packed by msgpack (floats in 4 or 8 bytes), sometimes cut short or with a byte flipped or added."""
+    raw = draw(one_in(6, values, cluster_maps))
+    try:
+        data: bytes = msgpack.packb(raw, use_bin_type=True, use_single_float=draw(st.booleans()))
+    except (TypeError, ValueError, OverflowError):
+        data = draw(st.binary(max_size=40))
+    damage = draw(st.sampled_from(["none"] * 5 + ["flip", "cut", "append"]))
+    if damage == "flip" and data:
+        at = draw(st.integers(0, len(data) - 1))
+        data = data[:at] + bytes((data[at] ^ draw(st.integers(1, 255)),)) + data[at + 1 :]
+    elif damage == "cut" and data:
+        data = data[: draw(st.integers(0, len(data) - 1))]
+    elif damage == "append":
+        data += draw(st.binary(min_size=1, max_size=4))
+    return data
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=120))
+def test_any_cluster_bytes(data: bytes) -> None:
+    targets.check_cluster_message(data)
+
+
+@settings(max_examples=800)
+@given(packed_cluster_messages())
+def test_near_valid_cluster_messages(data: bytes) -> None:
+    targets.check_cluster_message(data)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"type": "x", "deep": nested(63, True)},  # the deepest allowed
+        {"type": "x", "deep": nested(64, False)},
+        {"type": "x", "big": 2**64 - 1, "small": -(2**63)},
+        {"type": "x", "text": "x" * (targets.MAX_MESSAGE_BYTES - 20)},  # near the size limit
+    ],
+)
+def test_cluster_messages_at_the_limits(raw: dict[str, Any]) -> None:
+    targets.check_cluster_message(msgpack.packb(raw, use_bin_type=True))
+
+
+def test_a_message_of_single_floats_may_be_read_and_not_sent_again() -> None:
+    """msgpack may write a float in 5 bytes, encode_message writes 9: a message near the limit grows past it."""
+    floats = [1.5] * (targets.MAX_MESSAGE_BYTES // 5 - 10)
+    data = msgpack.packb({"type": "x", "v": floats}, use_single_float=True)
+    targets.check_cluster_message(data)

@@ -34,6 +34,7 @@ PURE_CORES = (
     "vchat.store.records",
     "vchat.moderation.banlist",
     "vchat.moderation.signals",
+    "vchat.cluster.wire",
 )
 FORBIDDEN_IN_CORES = ("twisted", "zope", "autobahn", "geoip2")  # not even an interface: plain Python
 
@@ -57,12 +58,15 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "vchat.protocol.snapshot",
         "vchat.options",
         "vchat.failurelog",
+        "vchat.cluster.wire",
     ),
     (
         "vchat.stun",
         "vchat.geo",
         "vchat.listener",
         "vchat.store",
+        "vchat.redis_connection",
+        "vchat.cluster",
         "vchat.moderation.banlist",
         "vchat.moderation.signals",
     ),

@@ -67,7 +67,7 @@ def _require_map(value: object, snapshot_bin: bool = False) -> dict[str, Any]:
     checked = value
     if snapshot_bin and type(value.get("snapshot")) is bytes and value.get("type") == "report":
         checked = {key: item for key, item in value.items() if key != "snapshot"}
-    if not _portable(checked, 0):
+    if not portable(checked):
         raise ProtocolError(
             ErrorCode.BAD_MESSAGE,
             "a frame may hold only maps with string keys, lists, strings, finite numbers,"
@@ -76,35 +76,45 @@ def _require_map(value: object, snapshot_bin: bool = False) -> dict[str, Any]:
     return value
 
 
-def _portable(value: Any, depth: int) -> bool:
-    """Whether both codecs can carry `value` unchanged, so JSON and msgpack clients can talk."""
+def portable(value: Any, max_depth: int = MAX_DEPTH, allow_bytes: bool = False) -> bool:
+    """Whether both codecs carry `value` unchanged (maps with string keys, lists, strings, finite numbers, 64-bit
+    integers, booleans, None, nested at most `max_depth` deep), so JSON and msgpack clients can talk; with
+    `allow_bytes`, bytes too (msgpack alone: between nodes)."""
+    return _portable(value, max_depth, allow_bytes)
+
+
+def _portable(value: Any, depth_left: int, allow_bytes: bool) -> bool:
     kind = type(value)  # exact types: decoders make no subclasses, and this is the per-message hot path
     if kind is str:
         return value.isascii() or _utf8_encodable(value)
     if kind is dict:
-        if depth >= MAX_DEPTH:
+        if depth_left <= 0:
             return False
-        depth += 1
+        depth_left -= 1
         for key, item in value.items():
-            if type(key) is not str or not _portable(key, depth) or not _portable(item, depth):
+            if (
+                type(key) is not str
+                or not _portable(key, depth_left, allow_bytes)
+                or not _portable(item, depth_left, allow_bytes)
+            ):
                 return False
         return True
     if kind is int:
         return bool(_INT_MIN <= value <= _INT_MAX)
     if kind is list:
-        if depth >= MAX_DEPTH:
+        if depth_left <= 0:
             return False
-        depth += 1
-        return all(_portable(item, depth) for item in value)
+        depth_left -= 1
+        return all(_portable(item, depth_left, allow_bytes) for item in value)
     if kind is float:
         return math.isfinite(value)
-    return value is None or kind is bool
+    return value is None or kind is bool or (allow_bytes and kind is bytes)
 
 
 def _utf8_encodable(text: str) -> bool:
     try:
         text.encode("utf-8")
-    except UnicodeEncodeError:
+    except UnicodeEncodeError:  # a lone surrogate
         return False
     return True
 

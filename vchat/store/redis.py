@@ -42,31 +42,25 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from functools import update_wrapper
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
-from urllib.parse import unquote, urlsplit
 
 import txredisapi  # installs the default reactor if none is: import this module after choosing one
-from OpenSSL import SSL
-from twisted.internet import defer
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.interfaces import (
-    IOpenSSLClientConnectionCreator,
-    IProtocol,
-    IProtocolFactory,
-    IReactorTime,
-    IStreamClientEndpoint,
-)
-from twisted.internet.protocol import connectionDone
-from twisted.internet.ssl import optionsForClientTLS
-from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from vchat.outcome import Outcome
+from vchat.redis_connection import (
+    DEFAULT_TIMEOUT,
+    RedisAddress,
+    RedisUnavailable,
+    connect_redis,
+    parse_redis_url,
+    unavailable,
+)
 from vchat.store.interface import AlreadyResolved, IStore, StoreError
 from vchat.store.records import (
     Ban,
@@ -90,9 +84,6 @@ KEY_PREFIX = "vchat:{store}:"
 """What every key of the store starts with: vchat's, then the hash tag of the store's slot."""
 LAYOUT_VERSION = 1
 """The version of the key layout, kept in `schema`: a vchat refuses data laid out by a newer one."""
-DEFAULT_TIMEOUT = 10.0
-"""Seconds to connect, and for Redis to answer a call."""
-DEFAULT_PORT = 6379
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -308,49 +299,52 @@ return {redis.call('ZRANGE', P .. 'snapshots:bans', 0, 0, 'WITHSCORES')[2] or fa
 # ARGV: this vchat's layout version. Gives the stored one; the first write proves Redis takes writes.
 _LAYOUT = "redis.call('SET', P .. 'schema', ARGV[1], 'NX') return redis.call('GET', P .. 'schema')"
 
+# The imports of a migration: each writes a record as it is, with its id, and the indexes exactly as the
+# calls that made it would have left them; an id already there is left as it is (0).
 
-@dataclass(frozen=True)
-class RedisAddress:
-    """Where Redis listens and how to log in to it, from a `redis://` or `rediss://` (TLS) URL."""
+# ARGV: id, record, created_at, ends score, target kind, index member, TTL in ms, ended_at, content
+# type, data. A lifted ban leaves `bans:ends`, as `_END_BAN` does.
+_IMPORT_BAN = """
+local id = ARGV[1]
+local key = P .. 'ban:' .. id
+if redis.call('EXISTS', key) == 1 then return 0 end
+insert_ban(id, ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+if ARGV[8] ~= '' then
+  redis.call('HSET', key, 'ended_at', ARGV[8])
+  redis.call('ZREM', P .. 'bans:ends', id)
+end
+if ARGV[9] ~= '' then
+  redis.call('HSET', key .. ':snapshot', 'content_type', ARGV[9], 'data', ARGV[10])
+  expire_ban_snapshot(id, ARGV[4], ARGV[7])
+end
+return 1
+"""
 
-    host: str
-    port: int = DEFAULT_PORT
-    db: int = 0
-    tls: bool = False
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
+# ARGV: id, record, created_at, status, resolved_at, ban_id, content type, data
+_IMPORT_REPORT = """
+local id = ARGV[1]
+local key = P .. 'report:' .. id
+if redis.call('EXISTS', key) == 1 then return 0 end
+redis.call('HSET', key, 'record', ARGV[2], 'status', ARGV[4])
+if ARGV[5] ~= '' then redis.call('HSET', key, 'resolved_at', ARGV[5]) end
+if ARGV[6] ~= '' then redis.call('HSET', key, 'ban_id', ARGV[6]) end
+redis.call('ZADD', P .. 'reports:' .. ARGV[4], ARGV[3], id)
+if ARGV[7] ~= '' then
+  redis.call('HSET', key .. ':snapshot', 'content_type', ARGV[7], 'data', ARGV[8])
+  redis.call('ZADD', P .. 'snapshots:reports', ARGV[3], id)
+end
+return 1
+"""
 
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{'rediss' if self.tls else 'redis'}://{host}:{self.port}/{self.db}"
-
-
-def parse_redis_url(url: str) -> RedisAddress:
-    """`redis://[[user]:password@]host[:port][/db]`, or `rediss://` for TLS; `ValueError` says what is wrong."""
-    parts = urlsplit(url.strip())
-    if parts.scheme in ("redis-sentinel", "sentinel"):
-        raise ValueError("Redis Sentinel is not supported yet: give the master's redis:// URL")
-    if parts.scheme not in ("redis", "rediss"):
-        raise ValueError(f"{url!r} is not a Redis URL: expected redis://host:port/db or rediss://...")
-    try:
-        port = parts.port
-    except ValueError as e:
-        raise ValueError(f"{url!r} is not a Redis URL ({e})") from None
-    if not parts.hostname:
-        raise ValueError(f"{url!r} names no host: expected redis://host:port/db")
-    if parts.query or parts.fragment:
-        raise ValueError(f"{url!r}: a Redis URL takes no options after ? or #")
-    db = parts.path.lstrip("/") or "0"
-    if not db.isdigit():
-        raise ValueError(f"{url!r}: the database after the host must be a number, as in redis://host:6379/0")
-    return RedisAddress(
-        host=parts.hostname,
-        port=DEFAULT_PORT if port is None else port,
-        db=int(db),
-        tls=parts.scheme == "rediss",
-        username=unquote(parts.username) if parts.username else None,
-        password=None if parts.password is None else unquote(parts.password),
-    )
+# ARGV: id, record, created_at, status, resolved_at
+_IMPORT_FLAG = """
+local key = P .. 'flag:' .. ARGV[1]
+if redis.call('EXISTS', key) == 1 then return 0 end
+redis.call('HSET', key, 'record', ARGV[2], 'status', ARGV[4])
+if ARGV[5] ~= '' then redis.call('HSET', key, 'resolved_at', ARGV[5]) end
+redis.call('ZADD', P .. 'flags:' .. ARGV[4], ARGV[3], ARGV[1])
+return 1
+"""
 
 
 def _number(value: float) -> str:
@@ -448,67 +442,6 @@ def _resolved(reply: Any, what: str) -> list[Any] | None:
     return record
 
 
-class _LossWatcher(ProtocolWrapper):
-    """Passes a TLS connection on, telling its endpoint why TLS failed: Redis's client sees only a lost
-    connection, with no word of an untrusted certificate."""
-
-    factory: _LossWatching
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if reason.check(SSL.Error):
-            self.factory.endpoint.tell(reason)
-        super().connectionLost(reason)
-
-
-class _LossWatching(WrappingFactory):
-    """Puts a `_LossWatcher` under each TLS connection of `endpoint`."""
-
-    protocol = _LossWatcher
-
-    def __init__(self, wrapped: IProtocolFactory, endpoint: _WatchedEndpoint) -> None:
-        super().__init__(wrapped)
-        self.endpoint = endpoint
-
-
-def _redis_protocol(tls: IProtocol) -> IProtocol:
-    """The protocol under TLS and the loss watcher."""
-    watcher = cast(ProtocolWrapper, cast(ProtocolWrapper, tls).wrappedProtocol)
-    return watcher.wrappedProtocol
-
-
-@implementer(IStreamClientEndpoint)
-class _WatchedEndpoint:
-    """A TCP endpoint, with TLS if given, whose failures to connect (or to agree on TLS) are told to
-    `watcher` until it is None: the reconnecting pool retries quietly, opening the store must fail."""
-
-    def __init__(
-        self,
-        address: RedisAddress,
-        tcp: IStreamClientEndpoint,
-        tls: IOpenSSLClientConnectionCreator | None,
-        watcher: Callable[[Failure], object],
-    ) -> None:
-        self._address = address
-        self._tcp = tcp
-        self._tls = tls
-        self.watcher: Callable[[Failure], object] | None = watcher
-
-    def __repr__(self) -> str:  # in the reconnecting pool's log lines
-        return f"<Redis at {self._address}>"
-
-    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
-        if self._tls is None:
-            return self._tcp.connect(protocolFactory).addErrback(self.tell)
-        tls = TLSMemoryBIOFactory(self._tls, True, _LossWatching(protocolFactory, self))
-        return self._tcp.connect(tls).addErrback(self.tell).addCallback(_redis_protocol)
-
-    def tell(self, failure: Failure) -> Failure:
-        """Tell the watcher of `failure`, and pass it on."""
-        if self.watcher is not None:
-            self.watcher(failure)
-        return failure
-
-
 def _deferred(
     method: Callable[Concatenate[RedisStore, _P], Coroutine[Any, Any, _T]],
 ) -> Callable[Concatenate[RedisStore, _P], Deferred[_T]]:
@@ -555,34 +488,14 @@ class RedisStore:
 
     @classmethod
     async def _connect(cls, reactor: IReactorTime, address: RedisAddress, timeout: float) -> RedisStore:
-        tcp = HostnameEndpoint(reactor, address.host, address.port, timeout)
-        tls = optionsForClientTLS(address.host) if address.tls else None
-        connected: Deferred[Any] = Deferred()
-
-        def settle(result: object) -> None:
-            if not connected.called:
-                if isinstance(result, Failure):
-                    connected.errback(result)
-                else:
-                    connected.callback(result)
-
-        watched = _WatchedEndpoint(address, tcp, tls, settle)
-        factory = txredisapi.RedisFactory(
-            str(address),
-            address.db or None,
-            1,  # one connection: each call is one script, and replies come in order
-            charset=None,  # replies as bytes: snapshots are binary
-            password=address.password,
-            replyTimeout=timeout,
-            convertNumbers=False,
-            username=address.username,
-        )
-        factory.deferred.addBoth(settle)  # fails (ValueError) when Redis refuses the login or the db
-        factory.startConnecting(watched)
+        # One connection (each call is one script, and replies come in order), replies as bytes (snapshots
+        # are binary): connect_redis's defaults.
+        try:
+            factory = await connect_redis(reactor, address, timeout)
+        except RedisUnavailable as e:
+            raise StoreError(str(e)) from None
         store = cls(address, factory, timeout)
         try:
-            await connected.addTimeout(timeout, reactor)
-            watched.watcher = None
             await store._check_layout()
         except Exception as e:
             await factory.disconnect()
@@ -730,28 +643,65 @@ class RedisStore:
             self._factory.disconnect().addBoth(lambda _: None).addBoth(self._closed.fire)
         return self._closed.observe()
 
+    # Not part of IStore: what a migration (`vchat.store.migrate`) writes, never the server. Each takes a
+    # stored record as it is (id, times, status) and lays it out as the calls that made it would have.
+
+    @_deferred
+    async def import_ban(self, ban: Ban, snapshot: Snapshot | None, now: float) -> bool:
+        """Store `ban` as it is, with `snapshot` expiring at the ban's end as reckoned from `now`; False,
+        changing nothing, if a ban with its id is stored already. A ban over at `now` takes no snapshot."""
+        if not isinstance(ban, Ban):
+            raise TypeError("expected a Ban")
+        if not ban.id:
+            raise ValueError("a ban to import needs its id")
+        if snapshot is not None and not ban.active_at(now):
+            raise ValueError(f"ban {ban.id} is over at {now!r}, so it keeps no snapshot")
+        new = NewBan(**{f.name: getattr(ban, f.name) for f in fields(NewBan)})
+        arguments: list[str | bytes] = [*_ban_arguments(ban.id, new, ban.report_id, now)]
+        arguments.append("" if ban.ended_at is None else _number(ban.ended_at))
+        arguments += ["", b""] if snapshot is None else [snapshot.content_type, snapshot.data]
+        return bool(await self._run(_IMPORT_BAN, *arguments))
+
+    @_deferred
+    async def import_report(self, report: Report, snapshot: Snapshot | None) -> bool:
+        """Store `report` as it is, with `snapshot` if it is open; False, changing nothing, if a report
+        with its id is stored already."""
+        if not isinstance(report, Report):
+            raise TypeError("expected a Report")
+        if not report.id:
+            raise ValueError("a report to import needs its id")
+        if snapshot is not None and report.status != "open":
+            raise ValueError(f"report {report.id} is {report.status}: only an open report keeps a snapshot")
+        record = _json({f.name: getattr(report, f.name) for f in fields(NewReport)})
+        arguments: list[str | bytes] = [
+            report.id,
+            record,
+            _number(report.created_at),
+            report.status,
+            "" if report.resolved_at is None else _number(report.resolved_at),
+            report.ban_id or "",
+        ]
+        arguments += ["", b""] if snapshot is None else [snapshot.content_type, snapshot.data]
+        return bool(await self._run(_IMPORT_REPORT, *arguments))
+
+    @_deferred
+    async def import_flag(self, flag: Flag) -> bool:
+        """Store `flag` as it is; False, changing nothing, if a flag with its id is stored already."""
+        if not isinstance(flag, Flag):
+            raise TypeError("expected a Flag")
+        if not flag.id:
+            raise ValueError("a flag to import needs its id")
+        record = _json({f.name: getattr(flag, f.name) for f in fields(NewFlag)})
+        resolved_at = "" if flag.resolved_at is None else _number(flag.resolved_at)
+        reply = await self._run(
+            _IMPORT_FLAG, flag.id, record, _number(flag.created_at), flag.status, resolved_at
+        )
+        return bool(reply)
+
 
 def _open_error(address: RedisAddress, error: Exception, timeout: float) -> StoreError:
-    """What a person should know and do when Redis cannot be used."""
+    """What a person should know and do when Redis cannot be used by the store's first call."""
     cause = error.__cause__ if isinstance(error, StoreError) else error
-    # txredisapi tells a login cut short, by a lost connection or by silence, only in its message
-    login = str(cause) if isinstance(cause, ValueError) else ""
-    if isinstance(cause, SSL.Error):
-        return StoreError(
-            f"cannot reach Redis at {address} over TLS ({cause}): is its certificate valid for "
-            f"{address.host}, and signed by an authority this machine trusts?"
-        )
-    if isinstance(error, defer.TimeoutError) or "Not received Redis response" in login:
-        return StoreError(f"Redis at {address} did not answer within {timeout:g} s")
-    if "Lost connection" in login or isinstance(cause, txredisapi.ConnectionError):
-        return StoreError(
-            f"Redis at {address} closed the connection: is a Redis server listening there, with TLS "
-            "if and only if the URL is rediss://?"
-        )
-    if isinstance(error, StoreError):  # Redis answered, and refused
-        return error
-    if isinstance(error, ValueError):
-        return StoreError(
-            f"Redis at {address} refused vchat ({error}). Check the user, password and database in --redis."
-        )
-    return StoreError(f"cannot reach Redis at {address} ({error}): is it running, and does --redis name it?")
+    if isinstance(error, StoreError) and not isinstance(cause, txredisapi.ConnectionError):
+        return error  # Redis answered, and refused (or did not answer in time)
+    return StoreError(str(unavailable(address, cause if cause is not None else error, timeout)))

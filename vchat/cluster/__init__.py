@@ -1,0 +1,1 @@
+"""Several vchat processes as one service, through Redis (docs/cluster.md)."""

@@ -1,0 +1,230 @@
+"""Connections to Redis, shared by the Redis store and the node bus: the URL, TLS that checks certificates,
+and a connection that fails at once with advice when Redis cannot be used at first, then reconnects by itself.
+
+txredisapi runs some of its timers on the global reactor: the reactor given to `connect_redis` must be that
+one, as under twistd.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+from urllib.parse import unquote, urlsplit
+
+import txredisapi  # installs the default reactor if none is: import this module after choosing one
+from OpenSSL import SSL
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    IProtocol,
+    IProtocolFactory,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
+from twisted.internet.protocol import connectionDone
+from twisted.internet.ssl import optionsForClientTLS
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+DEFAULT_PORT = 6379
+DEFAULT_TIMEOUT = 10.0
+"""Seconds to connect, and for Redis to answer a call."""
+
+
+class RedisUnavailable(Exception):
+    """Redis cannot be used: the message says why and what to check, and shows no password."""
+
+
+@dataclass(frozen=True)
+class RedisAddress:
+    """Where Redis listens and how to log in to it, from a `redis://` or `rediss://` (TLS) URL."""
+
+    host: str
+    port: int = DEFAULT_PORT
+    db: int = 0
+    tls: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'rediss' if self.tls else 'redis'}://{host}:{self.port}/{self.db}"
+
+
+def parse_redis_url(url: str) -> RedisAddress:
+    """`redis://[[user]:password@]host[:port][/db]`, or `rediss://` for TLS; `ValueError` says what is wrong."""
+    parts = urlsplit(url.strip())
+    if parts.scheme in ("redis-sentinel", "sentinel"):
+        raise ValueError("Redis Sentinel is not supported yet: give the master's redis:// URL")
+    if parts.scheme not in ("redis", "rediss"):
+        raise ValueError(f"{url!r} is not a Redis URL: expected redis://host:port/db or rediss://...")
+    try:
+        port = parts.port
+    except ValueError as e:
+        raise ValueError(f"{url!r} is not a Redis URL ({e})") from None
+    if not parts.hostname:
+        raise ValueError(f"{url!r} names no host: expected redis://host:port/db")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{url!r}: a Redis URL takes no options after ? or #")
+    db = parts.path.lstrip("/") or "0"
+    if not db.isdigit():
+        raise ValueError(f"{url!r}: the database after the host must be a number, as in redis://host:6379/0")
+    return RedisAddress(
+        host=parts.hostname,
+        port=DEFAULT_PORT if port is None else port,
+        db=int(db),
+        tls=parts.scheme == "rediss",
+        username=unquote(parts.username) if parts.username else None,
+        password=None if parts.password is None else unquote(parts.password),
+    )
+
+
+async def connect_redis(
+    reactor: IReactorTime,
+    address: RedisAddress,
+    timeout: float = DEFAULT_TIMEOUT,
+    *,
+    factory_class: type[txredisapi.RedisFactory] = txredisapi.RedisFactory,
+    **factory_kwargs: Any,
+) -> Any:
+    """A txredisapi factory of `factory_class`, connected to Redis at `address` (logged in, its database
+    selected, over TLS that checks the certificate for `rediss://`), which from then on reconnects by itself
+    whenever the connection is lost. Fails at once with `RedisUnavailable` if Redis cannot be used now:
+    unreachable, untrusted certificate, login or database refused, silent for `timeout` seconds.
+
+    The factory keeps one connection (its commands, and a subscriber's messages, come in order), replies with
+    bytes (`charset=None`) and leaves numbers as Redis sends them; `factory_kwargs` go to the constructor
+    after those defaults and override them. `factory_class` is RedisFactory or a subclass that takes
+    RedisFactory's keyword arguments (txredisapi's own SubscriberFactory does not: subclass it as
+    `vchat.cluster.bus` does). `reactor` must also do TCP.
+    """
+    tcp = HostnameEndpoint(reactor, address.host, address.port, timeout)
+    tls = optionsForClientTLS(address.host) if address.tls else None
+    connected: Deferred[Any] = Deferred()
+
+    def settle(result: object) -> None:
+        if not connected.called:
+            if isinstance(result, Failure):
+                connected.errback(result)
+            else:
+                connected.callback(result)
+
+    watched = _WatchedEndpoint(address, tcp, tls, settle)
+    arguments: dict[str, Any] = {
+        "uuid": str(address),
+        "dbid": address.db or None,
+        "poolsize": 1,
+        "charset": None,
+        "password": address.password,
+        "replyTimeout": timeout,
+        "convertNumbers": False,
+        "username": address.username,
+    }
+    factory = factory_class(**{**arguments, **factory_kwargs})
+    factory.deferred.addBoth(settle)  # fails (ValueError) when Redis refuses the login or the db
+    factory.startConnecting(watched)
+    try:
+        await connected.addTimeout(timeout, reactor)
+    except defer.CancelledError:
+        await factory.disconnect()
+        raise
+    except Exception as e:
+        await factory.disconnect()
+        raise unavailable(address, e, timeout) from None
+    watched.watcher = None
+    return factory
+
+
+def unavailable(address: RedisAddress, error: BaseException, timeout: float) -> RedisUnavailable:
+    """What a person should know and do when Redis at `address` could not be used: `error` is how connecting,
+    or the first command on a new connection, failed."""
+    # txredisapi tells a login cut short, by a lost connection or by silence, only in its message
+    login = str(error) if isinstance(error, ValueError) else ""
+    if isinstance(error, SSL.Error):
+        return RedisUnavailable(
+            f"cannot reach Redis at {address} over TLS ({error}): is its certificate valid for "
+            f"{address.host}, and signed by an authority this machine trusts?"
+        )
+    if (
+        isinstance(error, defer.TimeoutError | txredisapi.TimeoutError)
+        or "Not received Redis response" in login
+    ):
+        return RedisUnavailable(f"Redis at {address} did not answer within {timeout:g} s")
+    if "Lost connection" in login or isinstance(error, txredisapi.ConnectionError):
+        return RedisUnavailable(
+            f"Redis at {address} closed the connection: is a Redis server listening there, with TLS "
+            "if and only if the URL is rediss://?"
+        )
+    if isinstance(error, ValueError):
+        return RedisUnavailable(
+            f"Redis at {address} refused vchat ({error}). Check the user, password and database in --redis."
+        )
+    return RedisUnavailable(
+        f"cannot reach Redis at {address} ({error}): is it running, and does --redis name it?"
+    )
+
+
+class _LossWatcher(ProtocolWrapper):
+    """Passes a TLS connection on, telling its endpoint why TLS failed: Redis's client sees only a lost
+    connection, with no word of an untrusted certificate."""
+
+    factory: _LossWatching
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if reason.check(SSL.Error):
+            self.factory.endpoint.tell(reason)
+        super().connectionLost(reason)
+
+
+class _LossWatching(WrappingFactory):
+    """Puts a `_LossWatcher` under each TLS connection of `endpoint`."""
+
+    protocol = _LossWatcher
+
+    def __init__(self, wrapped: IProtocolFactory, endpoint: _WatchedEndpoint) -> None:
+        super().__init__(wrapped)
+        self.endpoint = endpoint
+
+
+def _redis_protocol(tls: IProtocol) -> IProtocol:
+    """The protocol under TLS and the loss watcher."""
+    watcher = cast(ProtocolWrapper, cast(ProtocolWrapper, tls).wrappedProtocol)
+    return watcher.wrappedProtocol
+
+
+@implementer(IStreamClientEndpoint)
+class _WatchedEndpoint:
+    """A TCP endpoint, with TLS if given, whose failures to connect (or to agree on TLS) are told to
+    `watcher` until it is None: the reconnecting factory retries quietly, the first connection must fail."""
+
+    def __init__(
+        self,
+        address: RedisAddress,
+        tcp: IStreamClientEndpoint,
+        tls: IOpenSSLClientConnectionCreator | None,
+        watcher: Callable[[Failure], object],
+    ) -> None:
+        self._address = address
+        self._tcp = tcp
+        self._tls = tls
+        self.watcher: Callable[[Failure], object] | None = watcher
+
+    def __repr__(self) -> str:  # in the reconnecting pool's log lines
+        return f"<Redis at {self._address}>"
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        if self._tls is None:
+            return self._tcp.connect(protocolFactory).addErrback(self.tell)
+        tls = TLSMemoryBIOFactory(self._tls, True, _LossWatching(protocolFactory, self))
+        return self._tcp.connect(tls).addErrback(self.tell).addCallback(_redis_protocol)
+
+    def tell(self, failure: Failure) -> Failure:
+        """Tell the watcher of `failure`, and pass it on."""
+        if self.watcher is not None:
+            self.watcher(failure)
+        return failure
