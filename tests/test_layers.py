@@ -35,6 +35,7 @@ PURE_CORES = (
     "vchat.moderation.banlist",
     "vchat.moderation.signals",
     "vchat.cluster.wire",
+    "vchat.cluster.entries",
 )
 FORBIDDEN_IN_CORES = ("twisted", "zope", "autobahn", "geoip2")  # not even an interface: plain Python
 
@@ -59,6 +60,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "vchat.options",
         "vchat.failurelog",
         "vchat.cluster.wire",
+        "vchat.cluster.entries",
     ),
     (
         "vchat.stun",

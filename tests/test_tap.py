@@ -246,7 +246,7 @@ def stun_binding(port: int) -> tuple[str, int]:
 async def test_twistd_serves_and_stops_cleanly(tmp_path: Path) -> None:
     port, stun_port = free_port(), free_udp_port()
     process = start_twistd(
-        tmp_path, "vchat", "--ws", f"tcp:{port}:interface=127.0.0.1",
+        tmp_path, "vchat", "--ws", f"tcp:{port}:interface=127.0.0.1", "--admin", "tcp:0:interface=127.0.0.1",
         "--stun-udp", str(stun_port), "--stun-interface", "127.0.0.1",
     )  # fmt: skip
     try:
@@ -280,3 +280,17 @@ def test_twistd_vchat_stun_runs_alone(tmp_path: Path) -> None:
         stun_binding(stun_port)
     finally:
         stop_twistd(process)
+
+
+@pytest.mark.parametrize("plugin", ["vchat", "vchat-stun"])
+def test_twistd_exits_with_1_when_a_service_cannot_start(tmp_path: Path, plugin: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        args = ["--stun-udp", str(port), "--stun-interface", "127.0.0.1"]
+        if plugin == "vchat":
+            args += ["--ws", "tcp:0:interface=127.0.0.1", "--admin", "none"]
+        process = start_twistd(tmp_path, plugin, *args)
+        output = process.communicate(timeout=30)[0].decode()
+    assert process.returncode == 1, output
+    assert "cannot listen for STUN over UDP" in output

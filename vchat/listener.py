@@ -3,6 +3,9 @@ an operator; and what a service's failure to start means (`StartupGuard`)."""
 
 from __future__ import annotations
 
+import atexit
+import os
+import sys
 from collections.abc import Callable
 
 from twisted.application.service import Service
@@ -21,9 +24,31 @@ def stop_listening(port: IListeningPort) -> Deferred[None]:
 
 
 def stop_running(reactor: IReactorCore) -> None:
-    """Stop the reactor if it runs: what twistd's services do when they cannot start."""
+    """Stop the reactor, or have it stop as soon as it runs: what twistd's services do when they cannot start
+    (twistd starts them before its reactor counts as running, and a UDP or TCP port fails at once)."""
     if reactor.running:
         reactor.stop()
+    else:
+        reactor.callWhenRunning(reactor.stop)
+
+
+_exit_failed_registered = False
+
+
+def exit_failed_at_end() -> None:
+    """Make the process end with exit status 1: twistd exits with 0 whatever stopped its reactor, and a service
+    manager (systemd's `Restart=on-failure`) must see a start that failed as a failure. For twistd only: it
+    ends the interpreter with `os._exit` once everything else has run."""
+    global _exit_failed_registered
+    if not _exit_failed_registered:
+        _exit_failed_registered = True
+        atexit.register(_exit_failed)
+
+
+def _exit_failed() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
 
 
 class StartupGuard:
@@ -31,8 +56,9 @@ class StartupGuard:
     services do); once an operator starts services at runtime, it is the operator's to handle, and the process
     keeps running. Its `failed` is the services' `on_failure`."""
 
-    def __init__(self, reactor: IReactorCore) -> None:
+    def __init__(self, reactor: IReactorCore, exit_status: bool = False) -> None:
         self._reactor = reactor
+        self._exit_status = exit_status  # twistd: a failed start also makes the exit status 1
         self.starting = True
 
     def started(self) -> None:
@@ -42,6 +68,8 @@ class StartupGuard:
     def failed(self) -> None:
         """A service cannot start: stop the process if it is starting."""
         if self.starting:
+            if self._exit_status:
+                exit_failed_at_end()
             stop_running(self._reactor)
 
 

@@ -247,6 +247,7 @@ class Options(SettingsOptions):
 
 def makeService(options: Options, reactor: IServerReactor | None = None) -> MultiService:
     """Wire the service tree; everything asynchronous happens when the services start."""
+    under_twistd = reactor is None  # twistd's ServiceMaker passes none
     if reactor is None:
         reactor = installed_reactor()
     engine = MatchingEngine(
@@ -255,7 +256,8 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Mult
         rematch_after=options["rematch-after"],
     )
     switchboard = Switchboard(reactor, engine, resume_grace=options["resume-grace"], ice=options.ice_policy())
-    root = ServiceTree(StartupGuard(reactor))  # a service that cannot start stops the process only at start
+    # A service that cannot start stops the process only at start (with exit status 1 under twistd).
+    root = ServiceTree(StartupGuard(reactor, exit_status=under_twistd))
     OpenFilesLimitService().setServiceParent(root)
     stop = root.guard.failed
     store = StoreService(

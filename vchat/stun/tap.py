@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.application.service import MultiService
 from twisted.python import usage
 
-from vchat.listener import stop_running
+from vchat.listener import StartupGuard
 from vchat.options import SettingsOptions
 from vchat.reactors import IStunReactor, installed_reactor
 from vchat.rlimit import OpenFilesLimitService
@@ -28,7 +28,8 @@ def makeService(options: Options, reactor: IStunReactor | None = None) -> MultiS
     """The service tree: the open-files limit, then the STUN service ("stun"), which stops the process if
     it cannot listen."""
     running = reactor if reactor is not None else installed_reactor()
+    guard = StartupGuard(running, exit_status=reactor is None)  # under twistd, a failed start exits with 1
     root = MultiService()
     OpenFilesLimitService().setServiceParent(root)
-    StunService(running, options.stun, on_failure=lambda: stop_running(running)).setServiceParent(root)
+    StunService(running, options.stun, on_failure=guard.failed).setServiceParent(root)
     return root
