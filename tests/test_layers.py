@@ -51,6 +51,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "vchat.ice",
         "vchat.rlimit",
         "vchat.reactors",
+        "vchat.reuseport",
     ),
     (
         "vchat.matching",
