@@ -9,7 +9,6 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager, suppress
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,10 +38,11 @@ from vchat.cluster.presence import (
     total,
 )
 from vchat.store import redis_testing
-from vchat.store.redis_testing import RedisServer, running_redis
+from vchat.store.redis_testing import RedisServer
 
 redis_server = redis_testing.redis_server  # the fixtures, by their names
 redis_url = redis_testing.redis_url
+own_redis = redis_testing.own_redis
 
 INTERVAL = 0.1
 TTL = 0.5
@@ -410,13 +410,6 @@ async def cluster(redis_url: str, redis_server: RedisServer) -> AsyncIterator[Cl
     nodes = Cluster(redis_server)
     yield nodes
     await nodes.close()
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server of this test's own, to stop and start."""
-    with running_redis(tmp_path / "redis") as server:
-        yield server
 
 
 async def eventually(check: Callable[[], bool], within: float = 3.0) -> float:

@@ -178,3 +178,10 @@ def redis_url(redis_server: RedisServer) -> str:
     """The URL of the session's redis-server, emptied for this test."""
     redis_server.command("FLUSHALL")
     return redis_server.url
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, to stop and start."""
+    with running_redis(tmp_path / "redis") as server:
+        yield server
