@@ -291,6 +291,11 @@ def test_twistd_exits_with_1_when_a_service_cannot_start(tmp_path: Path, plugin:
         if plugin == "vchat":
             args += ["--ws", "tcp:0:interface=127.0.0.1", "--admin", "none"]
         process = start_twistd(tmp_path, plugin, *args)
-        output = process.communicate(timeout=30)[0].decode()
+        try:
+            output = process.communicate(timeout=30)[0].decode()
+        except subprocess.TimeoutExpired:
+            process.kill()  # it hung instead of exiting: leave nothing running
+            output = process.communicate()[0].decode()
+            pytest.fail(f"twistd {plugin} did not exit:\n{output}")
     assert process.returncode == 1, output
     assert "cannot listen for STUN over UDP" in output
