@@ -40,6 +40,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from vchat.cluster.entries import QueueEntry, check_id
+from vchat.cluster.outage import Outage
 from vchat.cluster.queue import SharedQueue
 from vchat.matching.engine import MatchingEngine, Pair
 
@@ -103,7 +104,7 @@ class Matcher(Service):
         self._next: IDelayedCall | None = None
         self._ticking: Deferred[None] | None = None
         self._nudged = False
-        self._outage_since: float | None = None
+        self._outage = Outage(clock, self._log)
 
     @property
     def holds_lease(self) -> bool:
@@ -113,7 +114,7 @@ class Matcher(Service):
     @property
     def redis_available(self) -> bool:
         """Whether the latest call to Redis succeeded (or none failed yet)."""
-        return self._outage_since is None
+        return not self._outage.ongoing
 
     def nudge(self) -> None:
         """Read the queue soon (a user joined it); many nudges before that reading make one. Nothing for a
@@ -150,7 +151,7 @@ class Matcher(Service):
     async def _stop(self) -> None:
         ticking = self._ticking
         if ticking is not None:
-            if self._outage_since is not None:  # it would wait for Redis until its timeout
+            if self._outage.ongoing:  # it would wait for Redis until its timeout
                 ticking.cancel()
             with suppress(Exception):  # it logged its own failure
                 await ticking
@@ -304,20 +305,14 @@ class Matcher(Service):
 
     def _failed(self, error: Exception) -> None:
         self._drop()
-        if self._outage_since is None:
-            self._outage_since = self._clock.seconds()
-            self._log.warn(
-                "the matcher of node {node} cannot reach Redis ({error}): no cross-node matching by this "
-                "node until it is back",
-                node=self.node_id,
-                error=str(error),
-            )
+        self._outage.failed(
+            "the matcher of node {node} cannot reach Redis ({error}): no cross-node matching by this node "
+            "until it is back",
+            node=self.node_id,
+            error=str(error),
+        )
 
     def _succeeded(self) -> None:
-        if self._outage_since is not None:
-            self._log.info(
-                "the matcher of node {node} reaches Redis again, after {seconds:.1f} s",
-                node=self.node_id,
-                seconds=self._clock.seconds() - self._outage_since,
-            )
-            self._outage_since = None
+        self._outage.succeeded(
+            "the matcher of node {node} reaches Redis again, after {seconds:.1f} s", node=self.node_id
+        )

@@ -40,6 +40,8 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from vchat.cluster.outage import Outage
+
 KEY_PREFIX = "vchat:{cluster}:"
 """What every key of the cluster's presence starts with: vchat's, then the hash tag of the cluster's slot."""
 DEFAULT_INTERVAL = 1.0
@@ -296,7 +298,7 @@ class NodePresence(Service):
         self._next: IDelayedCall | None = None
         self._beating: Deferred[None] | None = None
         self._beats = 0
-        self._outage_since: float | None = None
+        self._outage = Outage(clock, self._log)
         self._malformed: set[str] = set()
 
     def totals(self) -> NodeCounts:
@@ -312,7 +314,7 @@ class NodePresence(Service):
     @property
     def redis_available(self) -> bool:
         """Whether the latest heartbeat succeeded (False before the first one has)."""
-        return self._beats > 0 and self._outage_since is None
+        return self._beats > 0 and not self._outage.ongoing
 
     def startService(self) -> None:
         super().startService()
@@ -332,11 +334,11 @@ class NodePresence(Service):
     async def _leave(self) -> None:
         beating = self._beating
         if beating is not None:
-            if self._outage_since is not None:  # it would wait for Redis until its timeout
+            if self._outage.ongoing:  # it would wait for Redis until its timeout
                 beating.cancel()
             with suppress(Exception):  # it logged its own failure
                 await beating
-        if self._outage_since is None:
+        if not self._outage.ongoing:
             try:
                 await self._run(_LEAVE, self.node_id)
             except Exception as e:
@@ -394,22 +396,14 @@ class NodePresence(Service):
 
     def _failed(self, error: Exception) -> None:
         self._view.lost()
-        if self._outage_since is None:
-            self._outage_since = self._clock.seconds()
-            self._log.warn(
-                "node {node} cannot reach Redis ({error}): counting this node's users alone until it is back",
-                node=self.node_id,
-                error=str(error) or type(error).__name__,
-            )
+        self._outage.failed(
+            "node {node} cannot reach Redis ({error}): counting this node's users alone until it is back",
+            node=self.node_id,
+            error=str(error) or type(error).__name__,
+        )
 
     def _succeeded(self, reading: Reading) -> None:
-        if self._outage_since is not None:
-            self._log.info(
-                "node {node} reaches Redis again, after {seconds:.1f} s",
-                node=self.node_id,
-                seconds=self._clock.seconds() - self._outage_since,
-            )
-            self._outage_since = None
+        self._outage.succeeded("node {node} reaches Redis again, after {seconds:.1f} s", node=self.node_id)
         if reading.joined and self._beats > 1:
             self._log.warn(
                 "node {node} was no longer registered (Redis lost its data, or this node was silent for over "
