@@ -4,8 +4,6 @@ and what opening says when Redis cannot be used."""
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -16,9 +14,6 @@ from typing import Any
 import pytest
 import pytest_twisted
 import txredisapi
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from twisted.internet import reactor
 from twisted.internet.defer import DeferredList
 from twisted.internet.protocol import Factory, Protocol
@@ -31,6 +26,7 @@ from vchat.store.records import BanTarget
 from vchat.store.redis import KEY_PREFIX, RedisAddress, RedisStore, parse_redis_url
 from vchat.store.redis_testing import RedisServer, free_port, running_redis
 from vchat.store.testing import DurableStoreContract, a_ban, a_flag, a_report, ip_ban, jpeg, png
+from vchat.testing import self_signed
 
 redis_server = redis_testing.redis_server  # the fixtures, by their names
 redis_url = redis_testing.redis_url
@@ -66,7 +62,7 @@ class TLSRedis:
 
 @pytest.fixture
 def tls_redis(tmp_path: Path) -> Iterator[TLSRedis]:
-    cert, key = certificate(tmp_path)
+    key, cert = self_signed(tmp_path)
     port = free_port()
     tls = ("--tls-port", str(port), "--tls-cert-file", str(cert), "--tls-key-file", str(key))
     with running_redis(tmp_path / "redis", *tls, "--tls-auth-clients", "no") as server:
@@ -265,36 +261,6 @@ async def test_a_restarted_redis_keeps_everything_and_the_store_reconnects(
         assert await store.ban_snapshot(ban.id) == jpeg(b"kept")
         ttl = await command(persistent_redis, "PTTL", snapshot_key("ban", ban.id))
         assert 3_500_000 < ttl <= 3_600_000
-
-
-def certificate(directory: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and its key, as PEM files."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "vchat test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_path, key_path
 
 
 @pytest_twisted.ensureDeferred

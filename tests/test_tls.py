@@ -2,51 +2,17 @@
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 from pathlib import Path
 
 import pytest
 import pytest_twisted
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from twisted.internet import reactor
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 
 from vchat.protocol.codec import JSON_SUBPROTOCOL
 from vchat.tap import Options
-from vchat.testing import SignalingClient, admin_request, connect, start_server
-
-
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    """A key and a self-signed certificate for 127.0.0.1, as PEM files in `directory`: (key, cert)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vchat test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .sign(key, hashes.SHA256())
-    )
-    key_path, cert_path = directory / "key.pem", directory / "cert.pem"
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return key_path, cert_path
+from vchat.testing import SignalingClient, admin_request, connect, self_signed, start_server
 
 
 async def connect_tls(port: int, trusted: Path) -> SignalingClient:
