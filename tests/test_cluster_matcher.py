@@ -1,7 +1,8 @@
 """The matcher on a real redis-server: users waiting on different nodes are paired by mutual preferences, the
 longest-waiting first, each claimed once; one matcher at a time holds the lease and another takes over when
-it stops; a claim lost to a withdrawal leaves the other user to be paired later; blocked pairs stay apart;
-recent partners meet again only after rematch_after; and a Redis outage is logged once and survived."""
+it stops; a claim lost to a withdrawal leaves the other user to be paired later, with either user again at
+once; blocked pairs stay apart; recent partners meet again only after rematch_after; and a Redis outage is
+logged once and survived."""
 
 from __future__ import annotations
 
@@ -309,6 +310,39 @@ async def test_a_claim_lost_to_a_withdrawal_leaves_the_other_user_to_be_paired_l
         await eventually(lambda: len(told) == 1)
         assert told == [("left", "newcomer")]
         assert await rival.waiting() == []
+    finally:
+        await matcher.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_after_a_lost_claim_the_two_can_be_paired_at_once(cluster: Cluster) -> None:
+    rival = await cluster.queue()
+    mine = await cluster.queue()
+    queue = RacingQueue(mine._redis, rival, "taken")
+    told: list[tuple[str, str]] = []
+    matcher = Matcher(
+        queue,
+        "node-1",
+        reactor,
+        lambda a, b: told.append((a.session_id, b.session_id)),
+        10,
+        600.0,
+        30.0,
+        lease_ttl=TTL,
+        interval=INTERVAL,
+    )
+    await rival.enqueue(entry("left", 1.0, "node-2"))
+    await rival.enqueue(entry("taken", 2.0, "node-2", gender="m"))
+    matcher.startService()
+    try:
+        await eventually(lambda: len(queue.claims) == 1)
+        assert queue.claims == [("left", "taken", False)]
+        # Its local match fell through, and it searches again: the two never met, so recency does not
+        # keep them apart for rematch_after (30 s).
+        await rival.enqueue(entry("taken", 3.0, "node-2", gender="m"))
+        await eventually(lambda: len(told) == 1)
+        assert told == [("left", "taken")]
+        assert queue.claims[1:] == [("left", "taken", True)]
     finally:
         await matcher.stopService()
 

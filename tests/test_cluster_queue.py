@@ -1,6 +1,7 @@
 """The shared queue on a real redis-server: entries in and out in wait order, claims that take both users or
 neither, nodes that race to claim (checked against the order Redis ran the claims in, read from MONITOR),
-a dead node's users removed, the fairness question, and the matcher's lease."""
+a dead node's users removed, the fairness question and the claim of a local match that asks it, and the
+matcher's lease."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from typing import Any, BinaryIO, cast
 
 import pytest
 import pytest_twisted
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import deferLater
@@ -22,7 +25,7 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from vchat.cluster.entries import FIELDS, QueueEntry, compatible
 from vchat.cluster.presence import KEY_PREFIX
-from vchat.cluster.queue import SharedQueue
+from vchat.cluster.queue import SharedQueue, Take
 from vchat.redis_connection import connect_redis, parse_redis_url
 from vchat.store import redis_testing
 from vchat.store.redis_testing import RedisServer
@@ -203,6 +206,13 @@ async def test_bad_arguments_fail_the_call(nodes: Nodes) -> None:
         queue.release_lease("a b"),
         queue.enqueue(("a", 1.0)),  # type: ignore[arg-type]
         queue.oldest_compatible(entry("b", 1.0), 5.0, scan=0),
+        queue.take("a", entry("a", 2.0), 5.0),
+        queue.take("a b", entry("b", 2.0), 5.0),
+        queue.take("a", ("b", 2.0), 5.0),  # type: ignore[arg-type]
+        queue.take("a", entry("b", 2.0), float("nan")),
+        queue.take("a", entry("b", 2.0), True),
+        queue.take("a", entry("b", 2.0), 5.0, scan=0),
+        queue.take("a", entry("b", 2.0), 5.0, scan=1.5),  # type: ignore[arg-type]
     ]
     for call in calls:
         with pytest.raises((ValueError, TypeError)):
@@ -468,6 +478,187 @@ async def test_oldest_compatible_errs_towards_fairness_past_its_scan(nodes: Node
     picky = entry("me", 0.0, "node-1", country="DE", countries=frozenset({"FR"}))
     assert await queue.oldest_compatible(picky, 30.0) is None  # "fits" is from DE
     assert await queue.oldest_compatible(entry("me", 0.0, "node-3", gender="m", want="m"), 30.0) is None
+
+
+# The claim of a local match, fair to other nodes
+
+
+def arriving(
+    session_id: str = "arriving", since: float = 50.0, node_id: str = "node-1", **fields: Any
+) -> QueueEntry:
+    """The user who arrives on node-1 and is matched there with a queued one: a man wanting a woman."""
+    return entry(session_id, since, node_id, **{"gender": "m", "want": "f", **fields})
+
+
+async def memberships(nodes: Nodes, made: QueueEntry) -> dict[str, Any]:
+    """Where `made`'s session is in the queue's keys: its entry, its scores and its node set."""
+    P, session = KEY_PREFIX, made.session_id
+    return {
+        "entry": await nodes.command("HGETALL", f"{P}queue:entry:{session}"),
+        "queue": await nodes.command("ZSCORE", f"{P}queue", session),
+        "partition": await nodes.command("ZSCORE", f"{P}queue:{made.gender}:{made.want}", session),
+        "node": await nodes.command("SISMEMBER", f"{P}queue:node:{made.node_id}", session),
+    }
+
+
+@pytest_twisted.ensureDeferred
+async def test_take_withdraws_the_waiting_user_when_nobody_has_waited_long_enough(nodes: Nodes) -> None:
+    queue = await nodes.queue()
+    await queue.enqueue(entry("local", 10.0, "node-1"))
+    await queue.enqueue(entry("remote", 30.0, "node-2"))  # suits, but since after the bound
+    assert await queue.take("local", arriving(), 20.0) is Take.TAKEN
+    assert [e.session_id for e in await queue.waiting()] == ["remote"]
+    assert await queue.withdraw("local") is False
+    assert await queue.take("local", arriving(), 20.0) is Take.GONE
+
+
+@pytest_twisted.ensureDeferred
+async def test_take_of_a_user_gone_changes_nothing(nodes: Nodes) -> None:
+    queue = await nodes.queue()
+    await queue.enqueue(entry("remote", 1.0, "node-2"))  # would defer, were "local" there
+    await queue.enqueue(entry("other", 2.0, "node-1", gender="u"))
+    before = await everything(nodes)
+    assert await queue.take("local", arriving(), 20.0) is Take.GONE
+    assert await everything(nodes) == before
+
+
+@pytest_twisted.ensureDeferred
+async def test_take_defers_to_another_node_s_user_who_waited_long_enough(nodes: Nodes) -> None:
+    queue = await nodes.queue()
+    await queue.enqueue(entry("local", 10.0, "node-1"))
+    await queue.enqueue(entry("remote", 5.0, "node-2"))
+    local = await memberships(nodes, entry("local", 10.0, "node-1"))
+    came = arriving(countries=frozenset({"DE", "FR"}))
+    assert await queue.take("local", came, 5.0) is Take.DEFERRED
+    assert await memberships(nodes, entry("local", 10.0, "node-1")) == local
+    assert await memberships(nodes, came) == {
+        "entry": [
+            *(b"node", b"node-1", b"gender", b"m", b"want", b"f", b"country", b"DE"),
+            *(b"countries", b"DE,FR", b"since", b"50.0"),
+        ],
+        "queue": b"50",
+        "partition": b"50",
+        "node": 1,
+    }
+    assert await queue.waiting() == [entry("remote", 5.0, "node-2"), entry("local", 10.0, "node-1"), came]
+
+    # Deferred again (searching anew), it replaces its entry as `enqueue` does.
+    again = arriving(since=60.0, want="any")
+    assert await queue.take("local", again, 5.0) is Take.DEFERRED
+    assert [e.session_id for e in await queue.waiting()] == ["remote", "local", "arriving"]
+    assert (await memberships(nodes, came))["partition"] is None
+    assert (await memberships(nodes, again))["partition"] == b"60"
+
+
+@pytest.mark.parametrize(
+    "old",
+    [
+        entry("old", 1.0, "node-1"),  # the arriving user's own node: its engine saw it already
+        entry("old", 1.0, "node-2", gender="m"),  # the arriving man wants a woman
+        entry("old", 1.0, "node-2", want="f"),  # she wants a woman
+        entry("old", 1.0, "node-2", countries=frozenset({"FR"})),  # she accepts France only
+        entry("old", 1.0, "node-2", country="US"),  # he accepts Germany only (below)
+        entry("old", 1.0, "node-2", country=None),  # and she has no known country
+    ],
+    ids=["same node", "gender", "want", "her countries", "his countries", "no country"],
+)
+@pytest_twisted.ensureDeferred
+async def test_take_does_not_defer_to_a_user_who_would_not_suit(nodes: Nodes, old: QueueEntry) -> None:
+    queue = await nodes.queue()
+    await queue.enqueue(old)
+    await queue.enqueue(entry("local", 10.0, "node-1"))
+    assert await queue.take("local", arriving(countries=frozenset({"DE"})), 20.0) is Take.TAKEN
+    assert await queue.waiting() == [old]
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_takes_of_one_user_racing_one_wins(nodes: Nodes) -> None:
+    first, second = await nodes.queue(), await nodes.queue()
+    winners = Counter[str]()
+    for round in range(40):
+        waiting, young = f"w{round}", f"young{round}"
+        await first.enqueue(entry(waiting, round, "node-1"))
+        await first.enqueue(entry(young, 100.0 + round, "node-2"))  # suits them, but has not waited enough
+        one, two = arriving(f"a{round}", 100.0), arriving(f"b{round}", 100.0, gender="u")
+        # Each on its own connection, sent at once, the connections swapping roles.
+        left, right = (first, second) if round % 2 else (second, first)
+        outcomes = await gatherResults([left.take(waiting, one, 99.0), right.take(waiting, two, 99.0)])
+        assert sorted(outcome.value for outcome in outcomes) == ["gone", "taken"]
+        assert [e.session_id for e in await first.waiting()] == [young]  # neither arrival enqueued
+        await first.withdraw(young)
+        winners[(one, two)[outcomes.index(Take.TAKEN)].session_id[0]] += 1
+    assert winners["a"] > 0 and winners["b"] > 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_claim_and_a_take_racing_for_a_user_one_wins(nodes: Nodes) -> None:
+    first, second = await nodes.queue(), await nodes.queue()
+    outcomes = Counter[str]()
+    for round in range(40):
+        waiting, remote = f"w{round}", f"r{round}"
+        await first.enqueue(entry(waiting, round, "node-1"))
+        await first.enqueue(entry(remote, round + 0.5, "node-2", gender="m"))  # not one for `came`
+        came = arriving(f"a{round}", 100.0)
+        # Each on its own connection, sent at once (in this order): Redis runs them in either order.
+        claimer, taker = (first, second) if round % 2 else (second, first)
+        if round % 4 < 2:
+            claim, take = claimer.claim(waiting, remote), taker.take(waiting, came, 99.0)
+        else:
+            take, claim = taker.take(waiting, came, 99.0), claimer.claim(waiting, remote)
+        claimed, took = await claim, await take
+        assert took in (Take.TAKEN, Take.GONE)
+        assert claimed is (took is Take.GONE)
+        left = [e.session_id for e in await first.waiting()]
+        assert left == ([] if claimed else [remote])
+        await first.withdraw(remote)
+        outcomes["claim" if claimed else "take"] += 1
+    assert outcomes["claim"] > 0 and outcomes["take"] > 0
+
+
+# Drawn so that many pairs suit each other, and many do not.
+_PEOPLE = st.tuples(
+    st.sampled_from(["node-1", "node-2"]),
+    st.sampled_from("mfu"),
+    st.sampled_from(["any", "any", "m", "f"]),
+    st.sampled_from(["DE", None, "FR"]),
+    st.sampled_from([frozenset(), frozenset({"DE"}), frozenset({"DE", "FR"})]),
+    st.sampled_from([1.0, 2.0, 5.0, 9.0]),
+)
+
+
+def _made(session_id: str, values: tuple[Any, ...]) -> QueueEntry:
+    node, gender, want, country, countries, since = values
+    return QueueEntry(session_id, node, gender, country, want, countries, since)
+
+
+@settings(max_examples=80, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    others=st.lists(_PEOPLE, min_size=1, max_size=8),
+    came=_PEOPLE,
+    queued=st.sampled_from([True, True, False]),
+    before=st.sampled_from([float("inf"), 5.0, 2.0, 0.0]),
+)
+@pytest_twisted.ensureDeferred
+async def test_take_agrees_with_a_model_of_the_queue(
+    nodes: Nodes, others: list[tuple[Any, ...]], came: tuple[Any, ...], queued: bool, before: float
+) -> None:
+    """Random queues and arrivals: `take` does what a plain reading of `compatible` says."""
+    await nodes.command("FLUSHALL")
+    queue = await nodes.queue()
+    waiters = [_made(f"o{i}", values) for i, values in enumerate(others)]
+    arrival = _made("arriving", came)
+    for made in [*waiters, *([entry("waiting", 3.0, arrival.node_id)] if queued else [])]:
+        await queue.enqueue(made)
+    fair = any(
+        other.node_id != arrival.node_id and other.since <= before and compatible(arrival, other)
+        for other in waiters
+    )
+    expected = Take.GONE if not queued else Take.DEFERRED if fair else Take.TAKEN
+    assert await queue.take("waiting", arrival, before) is expected
+    left = {made.session_id for made in await queue.waiting()}
+    assert left == {made.session_id for made in waiters} | (
+        {"waiting", "arriving"} if expected is Take.DEFERRED else set()
+    )
 
 
 # The matcher's lease

@@ -533,6 +533,83 @@ def test_forget_drops_blocks() -> None:
     assert engine._blocked == {}
 
 
+# Retracted pairs
+
+
+def test_a_retracted_pair_is_matched_again_at_once() -> None:
+    engine = MatchingEngine(recent_partners=10, recent_seconds=600.0, rematch_after=30.0)
+    pair_up(engine, man("a"), woman("b"), 0.0)
+    engine.retract(Pair("a", "b"))
+    assert engine._history == {}
+    assert engine.search(man("a"), 1.0) is None
+    assert engine.search(woman("b"), 1.0) == Pair("a", "b")  # not kept apart by recency
+
+
+def test_retract_leaves_the_other_partners() -> None:
+    engine = MatchingEngine(recent_partners=10, recent_seconds=600.0, rematch_after=30.0)
+    pair_up(engine, man("a"), woman("c"), 0.0)
+    pair_up(engine, man("d"), woman("b"), 1.0)
+    pair_up(engine, man("a"), woman("b"), 2.0)
+    engine.retract(Pair("a", "b"))
+    assert engine._history == {"a": {"c": 600.0}, "b": {"d": 601.0}, "c": {"a": 600.0}, "d": {"b": 601.0}}
+    assert engine.search(man("a"), 3.0) is None
+    assert engine.search(woman("c"), 3.0) is None  # still a's recent partner
+    assert engine.search(woman("b"), 3.0) == Pair("a", "b")
+
+
+def test_retract_only_undoes_a_pairing_that_is_still_the_latest() -> None:
+    engine = MatchingEngine(recent_partners=10, recent_seconds=600.0, rematch_after=30.0)
+    pair_up(engine, man("a"), woman("b"), 0.0)
+    pair_up(engine, man("a"), woman("c"), 1.0)  # a met c since; b met nobody
+    engine.retract(Pair("a", "b"))
+    assert engine._history == {"a": {"b": 600.0, "c": 601.0}, "c": {"a": 601.0}}
+    assert engine.search(woman("b"), 2.0) is None
+    assert engine.search(man("a"), 2.0) is None  # a's side still keeps them apart
+
+
+def test_partners_pushed_out_by_a_retracted_pairing_stay_out() -> None:
+    engine = MatchingEngine(recent_partners=1, recent_seconds=600.0, rematch_after=30.0)
+    pair_up(engine, man("a"), woman("c"), 0.0)
+    pair_up(engine, man("a"), woman("b"), 1.0)
+    engine.retract(Pair("b", "a"))
+    assert engine._history == {"c": {"a": 600.0}}
+
+
+def test_retract_of_unknown_users_or_of_no_pairing_changes_nothing() -> None:
+    engine = MatchingEngine()
+    engine.retract(Pair("x", "y"))
+    pair_up(engine, man("a"), woman("b"), 0.0)
+    pair_up(engine, man("c"), woman("d"), 0.0)
+    engine.retract(Pair("a", "d"))
+    engine.retract(Pair("a", "x"))
+    assert engine._history == {"a": {"b": 600.0}, "b": {"a": 600.0}, "c": {"d": 600.0}, "d": {"c": 600.0}}
+
+
+def test_retract_while_one_waits_again_empties_the_history_its_entry_holds() -> None:
+    engine = MatchingEngine(recent_partners=10, recent_seconds=600.0, rematch_after=30.0)
+    pair_up(engine, man("a"), woman("b"), 0.0)
+    assert engine.search(man("a"), 1.0) is None
+    held = engine._entries["a"].history
+    assert held is engine._history["a"]
+    engine.retract(Pair("a", "b"))
+    assert held == {} and "a" not in engine._history
+    assert engine.search(woman("b"), 2.0) == Pair("a", "b")
+    assert engine._history["a"] == {"b": 602.0} and held == {}  # a new dict, as for a first match
+
+
+def test_retract_while_both_wait_again_lets_poll_pair_them_at_once() -> None:
+    engine = MatchingEngine(recent_partners=10, recent_seconds=600.0, rematch_after=30.0)
+    pair_up(engine, man("a"), woman("b"), 0.0)
+    assert engine.search(man("a"), 1.0) is None
+    assert engine.search(woman("b"), 2.0) is None
+    assert engine.next_poll_at() == 31.0
+    engine.retract(Pair("a", "b"))
+    due = engine.next_poll_at()
+    assert due is not None and due <= 2.0
+    assert engine.poll(2.0) == [Pair("a", "b")]
+    assert engine.next_poll_at() is None
+
+
 class Reference:
     """A slow, obviously correct model of who may be matched with whom."""
 
@@ -551,13 +628,27 @@ class Reference:
         self.matches.pop(sid, None)
         self.blocked = {pair for pair in self.blocked if sid not in pair}
 
-    def is_recent(self, me: str, other: str, now: float) -> bool:
+    def retract(self, a: str, b: str) -> None:
+        """Each one whose latest match is the other keeps only its other recent partners, as last matched."""
+        for me, other in ((a, b), (b, a)):
+            records = self.matches.get(me)
+            if records and records[-1][0] == other:
+                latest = self.latest(me)
+                del latest[other]
+                self.matches[me] = list(reversed(latest.items()))
+
+    def latest(self, me: str) -> dict[str, float]:
+        """The last `recent_partners` distinct partners of `me`, the latest first, with when they last met."""
         latest: dict[str, float] = {}
         for partner, t in reversed(self.matches.get(me, [])):
             if partner not in latest:
                 if len(latest) == self.recent_partners:
                     break
                 latest[partner] = t
+        return latest
+
+    def is_recent(self, me: str, other: str, now: float) -> bool:
+        latest = self.latest(me)
         return other in latest and now < latest[other] + self.recent_seconds
 
     def compatible(self, a: Seeker, a_since: float, b: Seeker, b_since: float, now: float) -> bool:
@@ -595,7 +686,7 @@ profiles = st.builds(
 
 
 class EngineMachine(RuleBasedStateMachine):
-    """Random searches, cancels, forgets and clock advances, each checked against the reference."""
+    """Random searches, cancels, forgets, retracts and clock advances, each checked against the reference."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -695,6 +786,22 @@ class EngineMachine(RuleBasedStateMachine):
     def report_partner(self, data: st.DataObject) -> None:
         first = data.draw(st.sampled_from(sorted(self.chatting)))
         self.block(first, self.chatting[first])
+
+    @precondition(lambda self: self.chatting)
+    @rule(data=st.data())
+    def retract_partners(self, data: st.DataObject) -> None:
+        """A pair could not be used (a claim lost): they never met."""
+        first = data.draw(st.sampled_from(sorted(self.chatting)))
+        self.retract(first, self.chatting[first])
+
+    @rule(a=st.sampled_from(SESSIONS), b=st.sampled_from(SESSIONS))
+    def retract(self, a: str, b: str) -> None:
+        """Any two, whether or not their pairing is the latest, or they wait again by now."""
+        self.engine.retract(Pair(a, b))
+        self.ref.retract(a, b)
+        if self.chatting.get(a) == b:
+            self.end_chat(a)
+        self.tick(self.now)  # a node polls when the engine says
 
     @rule(sid=st.sampled_from(SESSIONS))
     def hang_up(self, sid: str) -> None:

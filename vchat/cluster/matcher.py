@@ -9,7 +9,8 @@ changed) search, the longest-waiting first, so that the engine's first-come orde
 the engine gives, and those `poll` gives once `rematch_after` lifts a recent-partner block, are claimed one
 by one (`SharedQueue.claim`): a claim that succeeds took both users out of the queue, and `on_pair(offer,
 answer)` tells the wiring, the offer being the user who has waited longer; a claim that fails found one of
-them gone (withdrawn, matched locally by its node), and the next reading puts the other back in the engine.
+them gone (withdrawn, matched locally by its node): the engine forgets it paired them (`retract`), since they
+never met, and the next reading puts the other back in the engine.
 
 The lease only spares work: every pair is a claim, so two nodes that both believe they hold it cannot match
 a user twice. A matcher that loses its lease, or cannot reach Redis (no answer within the lease's TTL, a lost
@@ -23,8 +24,8 @@ blocked pairs, belong to this process: a node that takes the lease over starts w
 partners may then meet again sooner), and the wiring must `block` a reported pair on every node's matcher.
 
 Known limits: a user's `rematch_after` counts from when this matcher first read its entry, not from when it
-started waiting; and a claim that fails leaves the two users in each other's recent partners, as the engine
-remembered them when it paired them (they never met, so at worst they wait `rematch_after` before meeting).
+started waiting; and a claim that fails takes the two users out of each other's recent partners, but not back
+the partners that pairing pushed out of their last `recent_partners` (those may meet again sooner).
 """
 
 from __future__ import annotations
@@ -261,10 +262,13 @@ class Matcher(Service):
         return found
 
     async def _claim(self, pairs: list[tuple[QueueEntry, QueueEntry, Pair]]) -> None:
-        """Claim each pair (all sent at once) and tell `on_pair` of those that were claimed."""
-        claims = [(a, b, self._call(self._queue.claim(a.session_id, b.session_id))) for a, b, _ in pairs]
+        """Claim each pair (all sent at once), tell `on_pair` of those that were claimed, and retract from the
+        engine those that were not."""
+        claims = [
+            (a, b, pair, self._call(self._queue.claim(a.session_id, b.session_id))) for a, b, pair in pairs
+        ]
         lost = 0
-        for a, b, claim in claims:
+        for a, b, pair, claim in claims:
             try:
                 claimed = await claim
             except _Unavailable as e:
@@ -273,6 +277,7 @@ class Matcher(Service):
                 continue
             if not claimed:
                 lost += 1
+                self._engine.retract(pair)  # they never met
                 continue
             offer, answer = (a, b) if a.since <= b.since else (b, a)
             told = maybeDeferred(self._on_pair, offer, answer)

@@ -14,9 +14,10 @@ on a Redis Cluster too); `<g>:<w>` is a gender and a want:
     matcher             string: the id of the node that holds the matcher's lease, expiring (PX) with it
 
 `enqueue` writes an entry and its three index memberships together, replacing the session's earlier entry if
-it had one; `withdraw`, `claim` and `remove_node` delete the entry with its memberships. `claim(a, b)` takes
-both users or neither. `withdraw` is also the claim of a local match where one user only is in the shared
-queue: True means this call took the user, and no other node can match it any more.
+it had one; `withdraw`, `claim`, `take` and `remove_node` delete the entry with its memberships. `claim(a, b)`
+takes both users or neither. `withdraw` is also the claim of a local match where one user only is in the
+shared queue: True means this call took the user, and no other node can match it any more. `take` is that
+claim with the fairness question asked in the same step (below).
 
 Privacy: the queue holds only waiting users' own attributes (their entries), never a pair or a partner. A
 claim deletes both entries and all their index memberships, and writes nothing: once it ran, Redis holds no
@@ -28,13 +29,17 @@ Entries that do not decode (written by something else, or by a newer vchat durin
 of `waiting`, logged, and left in Redis: deleting them could drop a newer node's users. Their node withdraws
 or claims them as usual, or `remove_node` removes them once their node is dead.
 
-Fairness (`oldest_compatible`): before it pairs a user with another on its own node, a node asks whether
-another node's user, compatible by gender, want and countries, has waited since before a bound; if so it
-leaves the pair to the matcher, which pairs longest wait first across nodes. The answer knows nothing of
+Fairness (`oldest_compatible`, `take`): before it pairs a user with another on its own node, a node asks
+whether another node's user, compatible by gender, want and countries, has waited since before a bound; if so
+it leaves the pair to the matcher, which pairs longest wait first across nodes. The answer knows nothing of
 recent partners and blocked pairs, which Redis never holds: it may send a user to the matcher that the
 matcher cannot pair with the old one, never the other way. It reads at most `scan` entries of each
 partition; past that it errs the same way, towards the matcher. Times are the nodes' own clocks: they are
-compared across nodes, so nodes should keep them in step (NTP).
+compared across nodes, so nodes should keep them in step (NTP). `take(waiting, arriving, before)` asks it and
+acts on the answer atomically, for a local match of an arriving user with a queued one: if `waiting` is gone
+it changes nothing; if another node's user has waited long enough it enqueues `arriving` instead, for the
+matcher to pair; otherwise it withdraws `waiting`, whom no other node can match any more. One round trip, and
+no answer that is stale by the time the node acts on it.
 
 The lease only spares work: two nodes that both believe they hold it (one stalled past its TTL) still
 cannot match a user twice, since every match is a claim.
@@ -48,6 +53,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Coroutine
+from enum import Enum
 from functools import update_wrapper
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -65,7 +71,7 @@ from vchat.cluster.entries import (
 from vchat.cluster.presence import KEY_PREFIX, RedisScripts
 
 DEFAULT_SCAN = 32
-"""How many entries of each partition `oldest_compatible` reads at most."""
+"""How many entries of each partition `oldest_compatible` and `take` read at most."""
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -75,6 +81,14 @@ _S = TypeVar("_S")
 # `unlink` takes a session out of the queue and every index it is in; false if it was not waiting. It reads
 # the entry's node, gender and want to find its memberships (PCALL: a key of another type is taken as an
 # entry without fields), and takes it out of all nine partitions if those are not valid.
+# `enqueue(i)` writes the entry whose session id is ARGV[i], its values in FIELDS order following (node,
+# gender, want, country, countries, since), replacing the session's earlier entry.
+# `oldest(i)` answers the fairness question asked from ARGV[i] on: the seeker's node, its country ('' if
+# unknown), its accepted countries (',DE,FR,', '' for any), the latest time wanted, how many entries to read
+# in each partition, then the partitions ('<g>:<w>') whose users it accepts by gender and who accept it. It
+# gives the oldest matching `since` as text (false if none): the time of the oldest entry of another node
+# whose countries suit the seeker's both ways; or, in a partition whose first `scan` entries in time are all
+# unsuitable, the last one's, since one after it may suit.
 _PRELUDE = """
 local P = KEYS[1]
 local GENDERS = {m = true, f = true, u = true}
@@ -97,19 +111,52 @@ local function unlink(id)
   if f[1] then redis.call('SREM', P .. 'queue:node:' .. f[1], id) end
   return true
 end
+local function enqueue(i)
+  local id, node, gender, want, since = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 6]
+  unlink(id)
+  redis.call('HSET', entry_key(id), 'node', node, 'gender', gender, 'want', want, 'country', ARGV[i + 4],
+    'countries', ARGV[i + 5], 'since', since)
+  redis.call('ZADD', P .. 'queue', since, id)
+  redis.call('ZADD', P .. 'queue:' .. gender .. ':' .. want, since, id)
+  redis.call('SADD', P .. 'queue:node:' .. node, id)
+end
+local function oldest(i)
+  local node, country, wanted, before = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local scan = tonumber(ARGV[i + 4])
+  local best, best_text = nil, false
+  local function suits(id)
+    local f = redis.pcall('HMGET', entry_key(id), 'node', 'country', 'countries')
+    if type(f) ~= 'table' or f.err or not f[1] or f[1] == node then return false end
+    local theirs, accepted = f[2] or '', f[3] or ''
+    if wanted ~= '' and (theirs == '' or not string.find(wanted, ',' .. theirs .. ',', 1, true)) then
+      return false
+    end
+    return accepted == '' or
+      (country ~= '' and string.find(',' .. accepted .. ',', ',' .. country .. ',', 1, true))
+  end
+  for k = i + 5, #ARGV do
+    local found = redis.call('ZRANGEBYSCORE', P .. 'queue:' .. ARGV[k], '-inf', before, 'WITHSCORES',
+      'LIMIT', 0, scan)
+    local decided = false
+    for j = 1, #found, 2 do
+      local since = tonumber(found[j + 1])
+      if best and since >= best then decided = true break end
+      if suits(found[j]) then
+        best, best_text, decided = since, found[j + 1], true
+        break
+      end
+    end
+    if not decided and #found == 2 * scan then
+      local since = tonumber(found[#found])
+      if not best or since < best then best, best_text = since, found[#found] end
+    end
+  end
+  return best_text
+end
 """
 
-# ARGV: session id, then the entry's values in FIELDS order (node, gender, want, country, countries, since).
-_ENQUEUE = """
-local id, node, gender, want, since = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[7]
-unlink(id)
-redis.call('HSET', entry_key(id), 'node', node, 'gender', gender, 'want', want, 'country', ARGV[5],
-  'countries', ARGV[6], 'since', since)
-redis.call('ZADD', P .. 'queue', since, id)
-redis.call('ZADD', P .. 'queue:' .. gender .. ':' .. want, since, id)
-redis.call('SADD', P .. 'queue:node:' .. node, id)
-return 1
-"""
+# ARGV: session id, then the entry's values in FIELDS order.
+_ENQUEUE = "enqueue(1) return 1"
 
 # ARGV: session id.
 _WITHDRAW = "return unlink(ARGV[1]) and 1 or 0"
@@ -153,41 +200,19 @@ redis.call('DEL', set)
 return removed
 """
 
-# ARGV: the seeker's node, its country ('' if unknown), its accepted countries (',DE,FR,', '' for any), the
-# latest time wanted, how many entries to read in each partition, then the partitions ('<g>:<w>') whose users
-# it accepts by gender and who accept it. Gives the oldest matching `since` as text (false if none): the
-# time of the oldest entry of another node whose countries suit the seeker's both ways; or, in a partition
-# whose first `scan` entries in time are all unsuitable, the last one's, since one after it may suit.
-_OLDEST = """
-local node, country, wanted, before, scan = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
-local best, best_text = nil, false
-local function suits(id)
-  local f = redis.pcall('HMGET', entry_key(id), 'node', 'country', 'countries')
-  if type(f) ~= 'table' or f.err or not f[1] or f[1] == node then return false end
-  local theirs, accepted = f[2] or '', f[3] or ''
-  if wanted ~= '' and (theirs == '' or not string.find(wanted, ',' .. theirs .. ',', 1, true)) then
-    return false
-  end
-  return accepted == '' or (country ~= '' and string.find(',' .. accepted .. ',', ',' .. country .. ',', 1, true))
+# ARGV: the seeker's question, as `oldest` takes it.
+_OLDEST = "return oldest(1)"
+
+# ARGV: the waiting user's session id; the arriving user's session id and entry values, as `enqueue` takes
+# them; then the arriving user's question, as `oldest` takes it. Gives a `Take`'s value.
+_TAKE = """
+if redis.call('EXISTS', entry_key(ARGV[1])) == 0 then return 'gone' end
+if oldest(9) then
+  enqueue(2)
+  return 'deferred'
 end
-for i = 6, #ARGV do
-  local found = redis.call('ZRANGEBYSCORE', P .. 'queue:' .. ARGV[i], '-inf', before, 'WITHSCORES',
-    'LIMIT', 0, scan)
-  local decided = false
-  for j = 1, #found, 2 do
-    local since = tonumber(found[j + 1])
-    if best and since >= best then decided = true break end
-    if suits(found[j]) then
-      best, best_text, decided = since, found[j + 1], true
-      break
-    end
-  end
-  if not decided and #found == 2 * scan then
-    local since = tonumber(found[#found])
-    if not best or since < best then best, best_text = since, found[#found] end
-  end
-end
-return best_text
+unlink(ARGV[1])
+return 'taken'
 """
 
 # ARGV: node id, TTL in ms. Takes the lease if nobody holds it; extends it if this node does.
@@ -241,10 +266,42 @@ def _text(value: object) -> str:
     raise ValueError(f"Redis replied {value!r} where text was expected")
 
 
+def _question(seeker: object, before: float, scan: int, call: str) -> list[str]:
+    """The arguments of `oldest` for `seeker`'s fairness question; TypeError or ValueError if they are not
+    valid (`call` names the method in the message)."""
+    if not isinstance(seeker, QueueEntry):
+        raise TypeError(f"{call} takes a QueueEntry, not {type(seeker).__name__}")
+    if isinstance(before, bool) or not isinstance(before, int | float) or math.isnan(before):
+        raise ValueError(f"before is a time in seconds, not {before!r}")
+    if isinstance(scan, bool) or not isinstance(scan, int) or scan < 1:
+        raise ValueError(f"scan is a whole number from 1, not {scan!r}")
+    wanted = "".join(f",{code}" for code in sorted(seeker.countries))
+    return [
+        seeker.node_id,
+        seeker.country or "",
+        wanted + "," if wanted else "",
+        repr(float(before)),  # inf and -inf are Redis's too
+        str(scan),
+        *(f"{gender}:{want}" for gender, want in partner_partitions(seeker.gender, seeker.want)),
+    ]
+
+
 def _milliseconds(ttl_s: float) -> str:
     if isinstance(ttl_s, bool) or not (isinstance(ttl_s, int | float) and math.isfinite(ttl_s) and ttl_s > 0):
         raise ValueError(f"a lease's TTL is a positive number of seconds, not {ttl_s!r}")
     return str(max(1, math.ceil(ttl_s * 1000)))
+
+
+class Take(Enum):
+    """What `SharedQueue.take` did."""
+
+    TAKEN = "taken"
+    """The waiting user was in the queue and this call took it out; the arriving one was not enqueued."""
+    GONE = "gone"
+    """The waiting user was not in the queue (claimed or withdrawn already); nothing changed."""
+    DEFERRED = "deferred"
+    """Another node's user suited the arriving one and had waited long enough: the arriving user was enqueued,
+    the waiting one left in place."""
 
 
 class SharedQueue:
@@ -327,23 +384,20 @@ class SharedQueue:
         """When the longest-waiting user of another node that suits `seeker` by gender, want and countries
         (both ways) started waiting, if at or before `before`; None if none did. Reads at most `scan`
         entries of each partition, and errs towards an answer past that (see the module)."""
-        if not isinstance(seeker, QueueEntry):
-            raise TypeError(f"oldest_compatible takes a QueueEntry, not {type(seeker).__name__}")
-        if isinstance(before, bool) or not isinstance(before, int | float) or math.isnan(before):
-            raise ValueError(f"before is a time in seconds, not {before!r}")
-        if isinstance(scan, bool) or not isinstance(scan, int) or scan < 1:
-            raise ValueError(f"scan is a whole number from 1, not {scan!r}")
-        wanted = "".join(f",{code}" for code in sorted(seeker.countries))
-        reply = await self._run(
-            _OLDEST,
-            seeker.node_id,
-            seeker.country or "",
-            wanted + "," if wanted else "",
-            repr(float(before)),  # inf and -inf are Redis's too
-            str(scan),
-            *(f"{gender}:{want}" for gender, want in partner_partitions(seeker.gender, seeker.want)),
-        )
+        reply = await self._run(_OLDEST, *_question(seeker, before, scan, "oldest_compatible"))
         return None if reply is None else float(_text(reply))
+
+    @_deferred
+    async def take(self, waiting: str, arriving: QueueEntry, before: float, scan: int = DEFAULT_SCAN) -> Take:
+        """The claim of a local match of queued user `waiting` with `arriving`, fair to other nodes, in one
+        step: GONE if `waiting` is not in the queue; else DEFERRED, `arriving` enqueued, if
+        `oldest_compatible(arriving, before, scan)` finds someone; else TAKEN, `waiting` withdrawn."""
+        check_id(waiting, "a session id")
+        question = _question(arriving, before, scan, "take")
+        if waiting == arriving.session_id:
+            raise ValueError(f"a user cannot be matched with itself ({waiting!r})")
+        reply = await self._run(_TAKE, waiting, arriving.session_id, *encode_entry(arriving), *question)
+        return Take(_text(reply))
 
     @_deferred
     async def acquire_lease(self, node_id: str, ttl_s: float) -> bool:

@@ -91,8 +91,8 @@ class _Entry:
         self.seq = seq
         # Once `now >= cross_at` this user has waited rematch_after and recent partners no longer block it.
         self.cross_at = cross_at
-        # This user's recent partners (session id -> time the pairing stops being recent); it cannot change
-        # while the user waits, since only a match changes it and a match ends the wait.
+        # This user's recent partners (session id -> time the pairing stops being recent), the engine's own
+        # dict; while the user waits only `retract` changes it, since a match ends the wait.
         self.history = history
         self.homes = homes
 
@@ -173,7 +173,7 @@ class MatchingEngine:
         if partner is None:
             entry = self._link(seeker, history, now)
             if skipped:
-                self._schedule(entry, history, skipped)
+                self._schedule(entry, skipped)
             return None
         self._unlink(partner)
         self._remember(partner.session_id, sid, now)
@@ -186,6 +186,31 @@ class MatchingEngine:
             return False
         self._unlink(entry)
         return True
+
+    def retract(self, pair: Pair) -> None:
+        """Forget that `pair` was matched (it could not be used): each is taken out of the other's recent
+        partners, if that pairing is still its latest; neither is put back in the queue. The partners that
+        pairing pushed out of the last `recent_partners` stay out, and an earlier match of the same two is
+        forgotten with it. If both wait again by then, `poll` pairs them once recency no longer keeps them
+        apart."""
+        a, b = pair.waiting, pair.arriving
+        histories = self._history
+        for me, other in ((a, b), (b, a)):
+            history = histories.get(me)
+            if history is not None and next(reversed(history), None) == other:  # the latest: see _remember
+                del history[other]
+                if not history:  # a waiting entry of `me` keeps this dict, empty now
+                    del histories[me]
+        if a not in self._entries or b not in self._entries:
+            return
+        events = self._events
+        changed = False
+        for i, (_, _, older, younger) in enumerate(events):
+            if {older.session_id, younger.session_id} == {a, b}:
+                events[i] = (self._unblocks_at(older, younger), next(self._seq), older, younger)
+                changed = True
+        if changed:
+            heapify(events)
 
     def forget(self, session_id: str) -> None:
         """Take a user out of the queue and drop its recent-partner history and blocks, for a session closed
@@ -382,22 +407,25 @@ class MatchingEngine:
                 if len(history) > limit:
                     del history[next(iter(history))]
 
-    def _schedule(self, entry: _Entry, history: dict[str, float] | None, skipped: list[_Entry]) -> None:
+    def _schedule(self, entry: _Entry, skipped: list[_Entry]) -> None:
         """Note when each waiting user that only recency keeps from a new entry stops being blocked."""
         events = self._events
-        sid = entry.session_id
         for older in skipped:
-            # Both stay waiting, so neither history changes: it unblocks when the older one has waited
-            # rematch_after, or when both directions of recency have expired, whichever comes first.
-            mine = _NEVER if history is None else history.get(older.session_id, _NEVER)
-            theirs = _NEVER if older.history is None else older.history.get(sid, _NEVER)
-            at = min(older.cross_at, max(mine, theirs))
+            at = self._unblocks_at(older, entry)
             if at != _INF:  # with infinite settings some pairs never unblock
                 heappush(events, (at, next(self._seq), older, entry))
         if len(events) > self._event_limit:
             events[:] = [event for event in events if not self._is_stale(event)]
             heapify(events)
             self._event_limit = max(64, 2 * len(events))
+
+    def _unblocks_at(self, older: _Entry, younger: _Entry) -> float:
+        """When recency stops keeping two waiting users apart: when the older one has waited rematch_after, or
+        when both directions of recency have expired, whichever comes first. While both wait, only `retract`
+        changes their histories."""
+        mine = _NEVER if younger.history is None else younger.history.get(older.session_id, _NEVER)
+        theirs = _NEVER if older.history is None else older.history.get(younger.session_id, _NEVER)
+        return min(older.cross_at, max(mine, theirs))
 
     def _is_stale(self, event: _Event) -> bool:
         """Whether either user of an event has stopped waiting (or waits again, as a new entry)."""
