@@ -1,23 +1,31 @@
 """The figures behind /api/stats: they move as sessions come and go, match, relay, report, get flagged and
-banned, as the webhook's queue fills, and as STUN answers and drops requests over real loopback sockets."""
+banned, as the webhook's queue fills, and as STUN answers and drops requests over real loopback sockets; in
+cluster mode, nodes on a real redis-server list and sum each other's figures, and count this node alone
+while Redis is gone."""
 
 from __future__ import annotations
 
+import json
 import socket
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
+from test_admin_openapi import record_schema
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.threads import deferToThread
 from zope.interface import implementer
 
-from vchat.admin.figures import Figures, Stats
+from vchat.admin.figures import ClusterSources, Figures, Stats
+from vchat.cluster.bus import NodeBus
+from vchat.cluster.presence import NodeCounts, NodePresence
+from vchat.cluster.wire import inbox_channel
 from vchat.matching import MatchingEngine
 from vchat.moderation.rules import BanAction, FlagAction, IModerationRule
 from vchat.moderation.service import ModerationService
@@ -27,14 +35,24 @@ from vchat.protocol.errors import ProtocolError
 from vchat.protocol.messages import Hello, Report, Search
 from vchat.protocol.session import Session
 from vchat.protocol.switchboard import Switchboard
+from vchat.redis_connection import connect_redis, parse_redis_url
+from vchat.store import redis_testing
 from vchat.store.memory import MemoryStore
+from vchat.store.redis_testing import RedisServer
 from vchat.store.service import StoreService
 from vchat.stun.config import StunConfig
 from vchat.stun.service import StunService
 from vchat.stun.testing import UdpClient, request, start_stun
 from vchat.testing import RecordingPeer, fired
 
+redis_server = redis_testing.redis_server  # the fixtures, by their names
+redis_url = redis_testing.redis_url
+own_redis = redis_testing.own_redis
+
 ANY = Search("any", frozenset())
+INTERVAL = 0.1
+"""Seconds between a test node's heartbeats."""
+TTL = 0.5
 
 
 @implementer(IModerationRule)
@@ -84,7 +102,14 @@ class Rig:
             self.webhook = self.moderation.webhook = ModerationWebhook(
                 "http://127.0.0.1:1/hook", "secret", self.clock, Unreachable(), lambda *_: None, queue_size=1
             )
-        self.figures = Figures(self.board, self.engine, self.moderation, lambda: stun, self.webhook)
+        self.stun = stun
+        self.figures = self.figures_with()
+
+    def figures_with(self, cluster: ClusterSources | None = None) -> Figures:
+        """The rig's figures: those of a node in cluster mode with `cluster`, or of a single node."""
+        return Figures(
+            self.board, self.engine, self.moderation, lambda: self.stun, self.webhook, cluster=cluster
+        )
 
     def join(self, gender: str = "m") -> tuple[Session, RecordingPeer]:
         peer = RecordingPeer()
@@ -104,7 +129,7 @@ def test_the_shape_of_a_fresh_servers_figures() -> None:
     stats = Rig().stats()
     assert set(stats) == {
         "sessions", "matches_total", "messages_relayed_total", "reports_total", "bans_active",
-        "moderation_actions_total", "queue_lengths", "stun", "webhook", "process",
+        "moderation_actions_total", "queue_lengths", "stun", "webhook", "process", "cluster",
     }  # fmt: skip
     assert stats["sessions"] == {"online": 0, "kept": 0, "searching": 0, "matched": 0}
     assert stats["messages_relayed_total"] == {"signal": 0, "chat": 0, "typing": 0}
@@ -113,6 +138,7 @@ def test_the_shape_of_a_fresh_servers_figures() -> None:
     assert len(stats["queue_lengths"]) == 9 and all(q["waiting"] == 0 for q in stats["queue_lengths"])
     assert stats["stun"] == {"running": False, "answered_total": 0, "dropped_total": 0}
     assert stats["webhook"] == {"enabled": False, "queued": 0, "dropped_total": 0}
+    assert stats["cluster"]["enabled"] is False
     process = stats["process"]
     assert set(process) == {"cpu_seconds_total", "resident_memory_bytes", "open_fds", "start_time_seconds"}
     assert isinstance(process["cpu_seconds_total"], float) and isinstance(process["open_fds"], int)
@@ -257,3 +283,124 @@ async def test_stun_requests_answered_and_dropped_over_tcp() -> None:
         assert rig.stats()["stun"] == {"running": True, "answered_total": 1, "dropped_total": 1}
     finally:
         await service.stopService()
+
+
+# Cluster mode
+
+
+def test_on_a_single_node_the_cluster_is_this_node_alone() -> None:
+    rig = Rig()
+    rig.pair()
+    rig.board.search(rig.join()[0], ANY)
+    stats = rig.stats()
+    assert stats["cluster"] == {
+        "enabled": False,
+        "node_id": None,
+        "redis_up": False,
+        "nodes": [],
+        "totals": {"online": 3, "searching": 1, "matched": 2},
+        "bus": {"sent_total": 0, "received_total": 0, "dropped_total": 0, "malformed_total": 0},
+    }
+    sessions = stats["sessions"]
+    assert stats["cluster"]["totals"] == {key: sessions[key] for key in ("online", "searching", "matched")}
+    record_schema("Stats").validate(stats)  # as documented
+
+
+def node_counts(board: Switchboard) -> Callable[[], NodeCounts]:
+    """What the heartbeat of `board`'s node tells the other nodes."""
+    return lambda: NodeCounts(board.online, board.waiting, board.matched)
+
+
+@asynccontextmanager
+async def cluster_node(
+    url: str, node_id: str, counts: Callable[[], NodeCounts]
+) -> AsyncIterator[ClusterSources]:
+    """Node `node_id` of a cluster on the Redis at `url`, its figures given by `counts`: its presence, beating
+    every INTERVAL, and its bus, connected; both stopped after the block."""
+    address = parse_redis_url(url)
+    connection = await connect_redis(reactor, address)
+    presence = NodePresence(
+        node_id, connection.handler, reactor, counts, lambda dead: None, interval=INTERVAL, ttl=TTL
+    )
+    bus = NodeBus(reactor, address, node_id, lambda message, broadcast: None)
+    try:
+        await bus.connect()
+        presence.startService()
+        try:
+            yield ClusterSources(presence, bus)
+        finally:
+            await presence.stopService()
+    finally:
+        await bus.disconnect()
+        await connection.disconnect()
+
+
+@pytest_twisted.ensureDeferred
+async def test_in_a_cluster_each_node_lists_every_node_and_sums_them(redis_url: str) -> None:
+    first, second = Rig(), Rig()
+    a, b = first.pair()
+    c, _ = second.join()
+    second.board.search(c, ANY)
+    assert a.match is not None
+    secrets = (a.session_id, b.session_id, c.session_id, a.resume_token, c.resume_token, a.match.match_id)
+    async with (
+        cluster_node(redis_url, "node-a", node_counts(first.board)) as node_a,
+        cluster_node(redis_url, "node-b", node_counts(second.board)) as node_b,
+    ):
+        first.figures, second.figures = first.figures_with(node_a), second.figures_with(node_b)
+        both = [
+            {"node_id": "node-a", "online": 2, "searching": 0, "matched": 2},
+            {"node_id": "node-b", "online": 1, "searching": 1, "matched": 0},
+        ]
+        await until(lambda: first.stats()["cluster"]["nodes"] == second.stats()["cluster"]["nodes"] == both)
+        for rig, node in ((first, "node-a"), (second, "node-b")):
+            cluster = rig.stats()["cluster"]
+            assert cluster["enabled"] is cluster["redis_up"] is True
+            assert cluster["node_id"] == node
+            assert cluster["totals"] == {"online": 3, "searching": 1, "matched": 2}
+            record_schema("Stats").validate(rig.stats())  # as documented
+        # Node ids are shown; no session, resume token or match of any node is.
+        text = json.dumps([first.stats(), second.stats()])
+        assert "node-a" in text and "node-b" in text
+        assert not [secret for secret in secrets if secret in text]
+        # The node's own figures stay its own, and count in the totals at once.
+        assert first.stats()["sessions"] == {"online": 2, "kept": 2, "searching": 0, "matched": 2}
+        first.board.end(a)  # b is left alone, idle
+        assert first.stats()["cluster"]["totals"] == {"online": 2, "searching": 1, "matched": 0}
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_bus_counters_in_a_cluster(redis_server: RedisServer, redis_url: str) -> None:
+    rig = Rig()
+
+    def bus() -> dict[str, int]:
+        return dict(rig.stats()["cluster"]["bus"])
+
+    async with cluster_node(redis_url, "node-a", node_counts(rig.board)) as node:
+        rig.figures = rig.figures_with(node)
+        assert node.bus.send("node-a", {"type": "kick", "session": "s"})  # a node may write to its own inbox
+        await until(lambda: bus()["received_total"] == 1)
+        await deferToThread(redis_server.command, "PUBLISH", inbox_channel("node-a"), b"\xc1")  # no msgpack
+        await until(lambda: bus()["malformed_total"] == 1)
+    assert not node.bus.send("node-a", {"type": "kick", "session": "s"})  # disconnected: dropped
+    assert bus() == {"sent_total": 1, "received_total": 1, "dropped_total": 1, "malformed_total": 1}
+
+
+@pytest_twisted.ensureDeferred
+async def test_without_redis_a_node_counts_itself_alone(own_redis: RedisServer) -> None:
+    rig = Rig()
+    rig.join()
+    async with (
+        cluster_node(own_redis.url, "node-a", node_counts(rig.board)) as node,
+        cluster_node(own_redis.url, "node-b", lambda: NodeCounts(5, 1, 4)),
+    ):
+        rig.figures = rig.figures_with(node)
+        await until(lambda: len(rig.stats()["cluster"]["nodes"]) == 2)
+        assert rig.stats()["cluster"]["totals"] == {"online": 6, "searching": 1, "matched": 4}
+        await deferToThread(own_redis.stop)
+        await until(
+            lambda: not rig.stats()["cluster"]["redis_up"] and len(rig.stats()["cluster"]["nodes"]) == 1
+        )
+        cluster = rig.stats()["cluster"]
+        assert cluster["nodes"] == [{"node_id": "node-a", "online": 1, "searching": 0, "matched": 0}]
+        assert cluster["totals"] == {"online": 1, "searching": 0, "matched": 0}

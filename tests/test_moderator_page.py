@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import pytest
 import pytest_twisted
-from playwright.sync_api import ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import ConsoleMessage, Page, Route, expect, sync_playwright
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import blockingCallFromThread, deferToThread
@@ -171,6 +171,7 @@ def moderate(server: RunningServer, executable: str) -> None:
         expect(page.get_by_test_id("auth-error")).to_be_hidden()
         expect(page.get_by_test_id("logout")).to_be_visible()
         expect(page.get_by_test_id("count-online")).to_have_text("0")
+        expect(page.get_by_test_id("count-cluster")).to_be_hidden()  # a single node
         expect(page.get_by_test_id("count-bans")).to_have_text("0")
         expect(page.get_by_test_id("report")).to_have_count(0)
         assert stored_tokens(page) == [1, 0]  # this tab's sessionStorage only: "remember" was not ticked
@@ -290,3 +291,36 @@ async def test_a_lost_server_shows_the_offline_banner_until_it_is_back() -> None
         await deferToThread(lose_the_server, server, executable)
     finally:
         await server.stop()
+
+
+def as_a_cluster(route: Route) -> None:
+    """The server's `/api/stats`, as a node of a four-node cluster would answer it."""
+    stats = route.fetch().json()
+    stats["cluster"] = {
+        "enabled": True,
+        "node_id": "node-1",
+        "redis_up": True,
+        "nodes": [{"node_id": f"node-{n}", "online": 256, "searching": 0, "matched": 0} for n in range(4)],
+        "totals": {"online": 1024, "searching": 0, "matched": 0},
+        "bus": {"sent_total": 0, "received_total": 0, "dropped_total": 0, "malformed_total": 0},
+    }
+    route.fulfill(json=stats)
+
+
+def see_the_cluster(server: RunningServer, executable: str) -> None:
+    """In a browser thread: sign in to a node of a cluster; see its own online count and the cluster's."""
+    assert server.admin_url is not None
+    with page_in_chromium(executable, 1280, 800) as (page, problems):
+        page.route("**/api/stats", as_a_cluster)
+        page.goto(server.admin_url + "/")
+        sign_in(page, server.admin_token)
+        expect(page.get_by_test_id("count-online")).to_have_text("0")
+        expect(page.get_by_test_id("count-cluster")).to_have_text(re.compile(r"^1\D?024 on 4 nodes$"))
+        expect(page.locator("#online-label")).to_have_text("Online here")
+        assert problems == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_of_a_cluster_shows_the_cluster_s_online_count(server: RunningServer) -> None:
+    # Until twistd runs in cluster mode here, the node's answer is made a cluster node's on its way to the page.
+    await deferToThread(see_the_cluster, server, chromium())

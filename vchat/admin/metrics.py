@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from vchat.admin.figures import Figures
+from vchat.admin.figures import ClusterFigures, Figures
 
 NAMESPACE = "vchat"
+
+_Family = TypeVar("_Family", CounterMetricFamily, GaugeMetricFamily)
 
 
 class _FiguresCollector:
@@ -69,6 +72,41 @@ class _FiguresCollector:
             "Items the moderation webhook's full queue dropped.",
             webhook["dropped_total"],
         )
+        if stats["cluster"]["enabled"]:  # on a single node, no cluster to alert on
+            yield from _cluster_metrics(stats["cluster"])
+
+
+def _cluster_metrics(cluster: ClusterFigures) -> Iterator[Metric]:
+    """The cluster's figures, without a series per node: those are in `/api/stats`."""
+    yield _gauge("cluster_nodes", "Living nodes of the cluster, this one included.", len(cluster["nodes"]))
+    totals = cluster["totals"]
+    yield _labelled(
+        GaugeMetricFamily(
+            f"{NAMESPACE}_cluster_sessions",
+            "Sessions of every living node, by state: online, searching, matched.",
+            labels=["state"],
+        ),
+        {"online": totals["online"], "searching": totals["searching"], "matched": totals["matched"]},
+    )
+    yield _gauge(
+        "cluster_redis_up",
+        "1 if this node's heartbeat and node bus reach Redis, else 0.",
+        int(cluster["redis_up"]),
+    )
+    bus = cluster["bus"]
+    yield _labelled(
+        CounterMetricFamily(
+            f"{NAMESPACE}_cluster_bus_messages_total",
+            "Messages of this node's end of the node bus, by outcome: sent, received, dropped, malformed.",
+            labels=["outcome"],
+        ),
+        {
+            "sent": bus["sent_total"],
+            "received": bus["received_total"],
+            "dropped": bus["dropped_total"],
+            "malformed": bus["malformed_total"],
+        },
+    )
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
@@ -79,7 +117,7 @@ def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily
     return CounterMetricFamily(f"{NAMESPACE}_{name}", documentation, value=value)
 
 
-def _labelled(family: CounterMetricFamily, values: dict[str, int]) -> CounterMetricFamily:
+def _labelled(family: _Family, values: Mapping[str, int]) -> _Family:
     for label, value in values.items():
         family.add_metric([label], value)
     return family

@@ -291,10 +291,25 @@
     setText("count-searching", sessions.searching);
     setText("count-matched", sessions.matched);
     setText("count-bans", stats.bans_active);
+    renderCluster(stats.cluster || {});
     const stun = $("count-stun");
     const running = stats.stun && stats.stun.running;
     stun.textContent = running ? "up" : "down";
     stun.className = running ? "up" : "down";
+  }
+
+  // In cluster mode, the online count is this node's: the cluster's total and its nodes are shown under it.
+  function renderCluster(cluster) {
+    const enabled = Boolean(cluster.enabled);
+    $("online-label").textContent = enabled ? "Online here" : "Online";
+    const whole = $("count-cluster");
+    whole.hidden = !enabled;
+    if (!enabled) return;
+    const online = cluster.totals && cluster.totals.online;
+    const nodes = (cluster.nodes || []).length;
+    const total = typeof online === "number" ? online.toLocaleString() : "–";
+    whole.textContent =
+      `${total} on ${nodes} ${nodes === 1 ? "node" : "nodes"}` + (cluster.redis_up ? "" : " (Redis unreachable)");
   }
 
   // Keeps `container`'s children in step with `items` (in order), keyed by id: existing nodes are kept as
