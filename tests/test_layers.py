@@ -36,6 +36,7 @@ PURE_CORES = (
     "vchat.moderation.signals",
     "vchat.cluster.wire",
     "vchat.cluster.entries",
+    "vchat.redis_address",
 )
 FORBIDDEN_IN_CORES = ("twisted", "zope", "autobahn", "geoip2")  # not even an interface: plain Python
 
@@ -52,6 +53,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "vchat.rlimit",
         "vchat.reactors",
         "vchat.reuseport",
+        "vchat.redis_address",
     ),
     (
         "vchat.matching",
@@ -75,6 +77,10 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ),
     ("vchat.protocol",),
     ("vchat.moderation",),
+    (
+        "vchat.cluster.matchmaker",
+        "vchat.cluster.node",
+    ),  # a node's wiring: over the switchboard and moderation
     ("vchat.admin", "vchat.services"),
     ("vchat.bot",),
     ("vchat.tap",),

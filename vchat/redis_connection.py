@@ -8,9 +8,7 @@ one, as under twistd.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, cast
-from urllib.parse import unquote, urlsplit
 
 import txredisapi  # installs the default reactor if none is: import this module after choosing one
 from OpenSSL import SSL
@@ -31,57 +29,24 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-DEFAULT_PORT = 6379
+from vchat.redis_address import DEFAULT_PORT, RedisAddress, parse_redis_url, redis_url
+
+__all__ = [
+    "DEFAULT_PORT",
+    "DEFAULT_TIMEOUT",
+    "RedisAddress",
+    "RedisUnavailable",
+    "connect_redis",
+    "parse_redis_url",
+    "redis_url",
+]
+
 DEFAULT_TIMEOUT = 10.0
 """Seconds to connect, and for Redis to answer a call."""
 
 
 class RedisUnavailable(Exception):
     """Redis cannot be used: the message says why and what to check, and shows no password."""
-
-
-@dataclass(frozen=True)
-class RedisAddress:
-    """Where Redis listens and how to log in to it, from a `redis://` or `rediss://` (TLS) URL."""
-
-    host: str
-    port: int = DEFAULT_PORT
-    db: int = 0
-    tls: bool = False
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{'rediss' if self.tls else 'redis'}://{host}:{self.port}/{self.db}"
-
-
-def parse_redis_url(url: str) -> RedisAddress:
-    """`redis://[[user]:password@]host[:port][/db]`, or `rediss://` for TLS; `ValueError` says what is wrong."""
-    parts = urlsplit(url.strip())
-    if parts.scheme in ("redis-sentinel", "sentinel"):
-        raise ValueError("Redis Sentinel is not supported yet: give the master's redis:// URL")
-    if parts.scheme not in ("redis", "rediss"):
-        raise ValueError(f"{url!r} is not a Redis URL: expected redis://host:port/db or rediss://...")
-    try:
-        port = parts.port
-    except ValueError as e:
-        raise ValueError(f"{url!r} is not a Redis URL ({e})") from None
-    if not parts.hostname:
-        raise ValueError(f"{url!r} names no host: expected redis://host:port/db")
-    if parts.query or parts.fragment:
-        raise ValueError(f"{url!r}: a Redis URL takes no options after ? or #")
-    db = parts.path.lstrip("/") or "0"
-    if not db.isdigit():
-        raise ValueError(f"{url!r}: the database after the host must be a number, as in redis://host:6379/0")
-    return RedisAddress(
-        host=parts.hostname,
-        port=DEFAULT_PORT if port is None else port,
-        db=int(db),
-        tls=parts.scheme == "rediss",
-        username=unquote(parts.username) if parts.username else None,
-        password=None if parts.password is None else unquote(parts.password),
-    )
 
 
 async def connect_redis(

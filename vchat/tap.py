@@ -6,14 +6,16 @@ import os
 from functools import partial
 
 from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from vchat.addresses import proxy_network
 from vchat.admin.api import AdminApi
-from vchat.admin.figures import Figures
+from vchat.admin.figures import ClusterSources, Figures
 from vchat.admin.service import AdminService
 from vchat.admin.token import admin_token, check_token
+from vchat.cluster.presence import check_node_id
 from vchat.geo import GeoIPService, ICountryLookup, NoCountries
 from vchat.ice import IcePolicy, turn_url
 from vchat.listener import StartupGuard
@@ -35,6 +37,7 @@ from vchat.protocol.service import SignalingService
 from vchat.protocol.switchboard import Switchboard
 from vchat.protocol.websocket import ConnectionLimits, SignalingFactory
 from vchat.reactors import IServerReactor, installed_reactor
+from vchat.redis_address import parse_redis_url, redis_url
 from vchat.rlimit import OpenFilesLimitService
 from vchat.services import (
     ServiceContext,
@@ -43,6 +46,7 @@ from vchat.services import (
     check_plugin_names,
     service_from_plugin,
 )
+from vchat.store.interface import IStore
 from vchat.store.service import StoreService
 from vchat.store.sqlite import open_sqlite_store
 from vchat.stun.config import STUN_SETTINGS, StunConfig, stun_config
@@ -94,6 +98,19 @@ SETTINGS = (
         "./vchat-data",
         text,
         "directory for bans, reports and moderation records (vchat.sqlite3), created with mode 0700",
+    ),
+    Setting(
+        "redis",
+        None,
+        redis_url,
+        "join the cluster whose Redis is at URL (redis://[[user]:password@]host[:port][/db], rediss:// for TLS):"
+        " shared store, matching across nodes (docs/cluster.md) [default: a single node, store in DATA_DIR]",
+    ),
+    Setting(
+        "node-id",
+        None,
+        check_node_id,
+        "this node's id in the cluster: 1 to 64 printable ASCII characters, no spaces [default: random]",
     ),
     Setting(
         "report-retention",
@@ -245,6 +262,13 @@ class Options(SettingsOptions):
         )
 
 
+def _open_redis_store(reactor: IServerReactor, url: str) -> Deferred[IStore]:
+    # Imported when used: txredisapi installs the default reactor when imported.
+    from vchat.store.redis import open_redis_store
+
+    return open_redis_store(reactor, url)
+
+
 def makeService(options: Options, reactor: IServerReactor | None = None) -> MultiService:
     """Wire the service tree; everything asynchronous happens when the services start."""
     under_twistd = reactor is None  # twistd's ServiceMaker passes none
@@ -260,8 +284,11 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Mult
     root = ServiceTree(StartupGuard(reactor, exit_status=under_twistd))
     OpenFilesLimitService().setServiceParent(root)
     stop = root.guard.failed
+    redis = options["redis"]
     store = StoreService(
-        partial(open_sqlite_store, reactor, options["data-dir"]),
+        partial(_open_redis_store, reactor, redis)
+        if redis
+        else partial(open_sqlite_store, reactor, options["data-dir"]),
         reactor,
         on_failure=stop,
         report_retention=options["report-retention"],
@@ -269,6 +296,22 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Mult
     store.setServiceParent(root)
     moderation = ModerationService(store, switchboard, reactor, on_failure=stop, rules=options.rules)
     moderation.setServiceParent(root)
+    cluster = None
+    if redis:
+        from vchat.cluster.node import cluster_node
+
+        cluster = cluster_node(
+            parse_redis_url(redis),
+            reactor,
+            switchboard,
+            moderation,
+            stop,
+            options["node-id"],
+            options["recent-partners"],
+            options["recent-window"],
+            options["rematch-after"],
+        )
+        cluster.setServiceParent(root)
     webhook = webhook_service(options, reactor, moderation)
     if webhook is not None:
         moderation.webhook = webhook
@@ -297,7 +340,11 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Mult
         root.add_plugin(service_from_plugin(name, context))
     if options["admin"] is not None:
         stun = root.namedServices.get("stun")
-        figures = Figures(switchboard, engine, moderation, lambda: stun, webhook)
+        sources = None
+        if cluster is not None:
+            assert cluster.presence is not None and cluster.bus is not None
+            sources = ClusterSources(cluster.presence, cluster.bus)
+        figures = Figures(switchboard, engine, moderation, lambda: stun, webhook, cluster=sources)
         control = ServiceControl(root)
         api = AdminApi(moderation, store, switchboard, figures, control, reactor)
         token = partial(admin_token, options["admin-token"], os.environ, options["data-dir"])

@@ -100,6 +100,8 @@ class NodeBus:
         self._up = False
         self._down_since: float | None = None
         self._dropped_before = 0
+        # Told True when the bus is back after an outage, False when one starts (after the first connection).
+        self.on_link: Callable[[bool], object] | None = None
 
     def __repr__(self) -> str:
         return f"<NodeBus {self.node_id} at {self.address}>"
@@ -272,6 +274,11 @@ class NodeBus:
                 dropped=self.counters.dropped - self._dropped_before,
             )
             self._down_since = None
+        if self.on_link is not None:
+            try:
+                self.on_link(up)
+            except Exception:
+                self._log.failure("telling the node that the bus is {state}", state="up" if up else "down")
 
 
 class _InboxProtocol(txredisapi.SubscriberProtocol):  # type: ignore[misc]

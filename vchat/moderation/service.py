@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, FirstError, fail
+from twisted.internet.defer import Deferred, DeferredList, FirstError, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -122,6 +122,8 @@ class ModerationService(Service):
             None  # set by the tap: it needs this service for its verdicts
         )
         self._started = False
+        # Tells the other nodes of a cluster of each ban issued and lifted here; None on a single node.
+        self.announce: Callable[[dict[str, Any]], object] | None = None
         # Automatic moderation actions taken (a flag stored, a ban issued) by kind, for metrics.
         self.actions: dict[str, int] = {"flag": 0, "ban": 0}
 
@@ -146,9 +148,14 @@ class ModerationService(Service):
         store.active_bans(self._clock.seconds()).addCallbacks(self._loaded_bans, self._load_failed)
 
     def _loaded_bans(self, bans: list[Ban]) -> None:
+        self._index(bans)
+        self._log.info("{count} active bans loaded", count=len(bans))
+        self._loaded.fire(None)
+
+    def _index(self, bans: list[Ban]) -> None:
+        """Index `bans` and close the sessions they bar."""
         for ban in bans:
             self._bans.add(ban)
-        self._log.info("{count} active bans loaded", count=len(bans))
         now = self._clock.seconds()
 
         def notice_for(session: Session) -> BanNotice | None:
@@ -158,8 +165,13 @@ class ModerationService(Service):
         try:
             self._switchboard.close_banned(notice_for)
         except Exception:
-            self._log.failure("closing the sessions let in before the bans were loaded")
-        self._loaded.fire(None)
+            self._log.failure("closing the sessions that loaded bans bar")
+
+    def reload_bans(self) -> Deferred[None]:
+        """Load the active bans again and enforce them (in a cluster, after Redis was away: the other nodes'
+        announcements of that time were lost)."""
+        loading = self._store.whenOpen().addCallback(lambda store: store.active_bans(self._clock.seconds()))
+        return loading.addCallback(self._index)
 
     def _load_failed(self, failure: Failure) -> None:
         self._log.failure("cannot load the active bans", failure)
@@ -226,6 +238,11 @@ class ModerationService(Service):
         return together.addCallbacks(lambda _: None, unwrap)
 
     def _enforce(self, ban: Ban) -> Ban:
+        if self.announce is not None:
+            self._announce({"type": "ban", "ban_id": ban.id})
+        return self._apply(ban)
+
+    def _apply(self, ban: Ban) -> Ban:
         if not ban.active_at(self._clock.seconds()):
             return ban
         self._bans.add(ban)
@@ -250,7 +267,31 @@ class ModerationService(Service):
 
     def _lifted(self, ban: Ban | None, ban_id: str) -> Ban | None:
         self._bans.remove(ban_id)
+        if self.announce is not None:
+            self._announce({"type": "lift", "ban_id": ban_id})
         return ban
+
+    def _announce(self, message: dict[str, Any]) -> None:
+        assert self.announce is not None
+        try:
+            self.announce(message)
+        except Exception:
+            self._failures.failure("announcing a ban to the other nodes")
+
+    def announced_ban(self, ban_id: str) -> Deferred[None]:
+        """Another node issued ban `ban_id`: read it from the shared store and enforce it here too."""
+        if ban_id in self._bans:
+            return succeed(None)
+        reading = self._store.whenOpen().addCallback(lambda store: store.get_ban(ban_id))
+        return reading.addCallback(self._apply_announced)
+
+    def _apply_announced(self, ban: Ban | None) -> None:
+        if ban is not None:
+            self._apply(ban)
+
+    def announced_lift(self, ban_id: str) -> None:
+        """Another node lifted ban `ban_id`: it no longer bars anyone here."""
+        self._bans.remove(ban_id)
 
     def check(self, user_id: str | None, ip: str | None, device_id: str | None) -> BanNotice | None:
         """The notice for a client with these identities if an active ban bars it (the longest-lasting one);

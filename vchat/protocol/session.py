@@ -71,6 +71,8 @@ class Session:
     # match id -> the id of this user's report of it: a second report gets the first one's id. Only the current
     # and the previous match's ids are kept.
     reports: dict[str, Outcome[str]] = field(default_factory=dict)
+    # The node holding this session when it is another node's, standing in for a partner there; else None.
+    node: str | None = None
 
     def enter(self, state: SessionState) -> None:
         """Move to `state`, refusing moves the life cycle does not allow."""

@@ -7,9 +7,10 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from vchat.ice import IcePolicy
 from vchat.matching import MatchingEngine, Pair, Seeker
@@ -18,7 +19,9 @@ from vchat.protocol.bans import BanNotice
 from vchat.protocol.behaviour import IBehaviourObserver
 from vchat.protocol.counters import SignalingCounters
 from vchat.protocol.errors import CloseCode, ErrorCode, ProtocolError
+from vchat.protocol.matchmaker import IMatchmaker, LocalMatchmaker
 from vchat.protocol.messages import Hello, Report, Search
+from vchat.protocol.remote import INodeLink, NodeMessage, RemotePartner
 from vchat.protocol.reports import Filing, IReportSink
 from vchat.protocol.session import IPeer, Match, PreviousMatch, Session, SessionState
 
@@ -28,7 +31,12 @@ REPORT_WINDOW = 60.0
 
 
 class Switchboard:
-    """Owns every live session and match on this node; the protocol calls it, it calls peers."""
+    """Owns every live session and match on this node; the protocol calls it, it calls peers.
+
+    In a cluster a match may join one of this node's sessions with a session of another node: the partner is
+    then a stand-in `Session` whose `node` names its node, and what would reach it goes to that node through
+    `link` (docs/cluster.md); what that node sends back comes in through the `remote_*` methods.
+    """
 
     _log = Logger()
 
@@ -40,14 +48,17 @@ class Switchboard:
         ice: IcePolicy | None = None,
     ) -> None:
         self._clock = clock
-        self._engine = engine
         self._resume_grace = resume_grace
         self._ice = ice or IcePolicy()
         self._sessions: dict[str, Session] = {}
         self._by_token: dict[str, Session] = {}
         self._online = 0
         self.counters = SignalingCounters()
-        self._poll_timer: IDelayedCall | None = None
+        self.matchmaker: IMatchmaker = LocalMatchmaker(engine, clock, self._start_pair)
+        # The other nodes of a cluster, for matches with their sessions; None on a single node.
+        self.link: INodeLink | None = None
+        # What `welcome`, `searching` and `pong` say is online: in a cluster, every node's users.
+        self.count_online: Callable[[], int] = lambda: self._online
         # Told what each session does, for automatic moderation; None: nobody watches.
         self.observer: IBehaviourObserver | None = None
         # Resume tokens of sessions ended by a ban -> (session id, when forgotten), oldest first: a resume with
@@ -56,8 +67,13 @@ class Switchboard:
 
     @property
     def online(self) -> int:
-        """Sessions with a live connection."""
+        """Sessions with a live connection to this node."""
         return self._online
+
+    @property
+    def online_shown(self) -> int:
+        """What clients are told is online: this node's sessions, or in a cluster every node's."""
+        return self.count_online()
 
     @property
     def sessions(self) -> int:
@@ -66,8 +82,8 @@ class Switchboard:
 
     @property
     def waiting(self) -> int:
-        """Sessions in the matching queue."""
-        return len(self._engine)
+        """Sessions of this node waiting for a partner."""
+        return self.matchmaker.waiting()
 
     @property
     def matched(self) -> int:
@@ -154,7 +170,7 @@ class Switchboard:
             "ice_servers": self._ice.servers(session.session_id, host, self._clock.seconds()),
             "ice_transport_policy": self._ice.transport_policy,
             "resume_token": session.resume_token,
-            "online": self._online,
+            "online": self.online_shown,
             "resumed": resumed,
             "match": match.describe_for(session) if match else None,
         }
@@ -168,7 +184,7 @@ class Switchboard:
             self._close(session)
             return
         if session.state is SessionState.SEARCHING:
-            self._engine.cancel(session.session_id)
+            self.matchmaker.cancel(session.session_id)
         session.enter(SessionState.AWAY)
         session.away_timer = self._clock.callLater(self._resume_grace, self._grace_over, session)
         if session.match is not None:
@@ -197,7 +213,7 @@ class Switchboard:
         if session.state is SessionState.CLOSED:
             return
         self._end_match(session, "disconnect")
-        self._engine.forget(session.session_id)
+        self.matchmaker.forget(session.session_id)
         if session.away_timer is not None:
             session.away_timer.cancel()
             session.away_timer = None
@@ -264,9 +280,7 @@ class Switchboard:
 
     def shutdown(self) -> None:
         """Close every connection (going away) and forget every session: the server is stopping."""
-        if self._poll_timer is not None and self._poll_timer.active():
-            self._poll_timer.cancel()
-        self._poll_timer = None
+        self.matchmaker.shutdown()
         self._banned_tokens.clear()
         for session in list(self._sessions.values()):
             peer = session.peer
@@ -290,32 +304,70 @@ class Switchboard:
     def stop(self, session: Session) -> None:
         """Leave the current match and the queue."""
         self._end_match(session, "stop")
-        self._engine.cancel(session.session_id)
+        self.matchmaker.cancel(session.session_id)
         session.enter(SessionState.IDLE)
         self._send(session, {"type": "idle"})
 
     def _enqueue(self, session: Session, search: Search) -> None:
         session.filters = search
         session.enter(SessionState.SEARCHING)
-        self._send(session, {"type": "searching", "online": self._online})
+        self._send(session, {"type": "searching", "online": self.online_shown})
         seeker = Seeker(session.session_id, session.gender, session.country, search.want, search.countries)
-        pair = self._engine.search(seeker, self._clock.seconds())
-        if pair is None:
-            self._schedule_poll()
-        else:
-            self._start_match(pair)
+        self.matchmaker.search(seeker, self._clock.seconds())
 
-    def _start_match(self, pair: Pair) -> None:
+    def _start_pair(self, pair: Pair) -> None:
         offer, answer = self._sessions[pair.waiting], self._sessions[pair.arriving]
-        match = Match(secrets.token_urlsafe(9), offer, answer, self._clock.seconds())
+        self._start_match(Match(secrets.token_urlsafe(9), offer, answer, self._clock.seconds()))
+
+    def start_local_match(self, offer_id: str, answer_id: str) -> bool:
+        """Match two searching sessions of this node that a cluster's matchmaker paired, `offer_id` making the
+        offer; False, changing nothing, unless both are here and searching."""
+        offer, answer = self._sessions.get(offer_id), self._sessions.get(answer_id)
+        if not (self._searching(offer) and self._searching(answer)) or offer is answer:
+            return False
+        assert offer is not None and answer is not None
+        self._start_pair(Pair(offer_id, answer_id))
+        return True
+
+    def start_remote_match(
+        self, session_id: str, match_id: str, offers: bool, partner: RemotePartner
+    ) -> bool:
+        """Match a searching session of this node with `partner`, a session of another node, in `match_id`
+        (`offers`: whether this node's session makes the offer); False, changing nothing, unless the session
+        is here and searching."""
+        session = self._sessions.get(session_id)
+        if not self._searching(session):
+            return False
+        assert session is not None
+        stand_in = Session(
+            partner.session_id, partner.gender, partner.country, partner.lang, "", None, SessionState.MATCHED
+        )
+        stand_in.node, stand_in.device_id, stand_in.address = (
+            partner.node_id,
+            partner.device_id,
+            partner.address,
+        )
+        stand_in.client = dict(partner.client)
+        stand_in.peer = _RemotePeer(self, stand_in)
+        now = self._clock.seconds()
+        pair = (session, stand_in) if offers else (stand_in, session)
+        self._start_match(Match(match_id, *pair, now))
+        return True
+
+    def _searching(self, session: Session | None) -> bool:
+        return session is not None and session.state is SessionState.SEARCHING
+
+    def _start_match(self, match: Match) -> None:
         self.counters.matches += 1
+        local = [session for session in match.sessions if session.node is None]
         for session in match.sessions:
             session.match = match
+        for session in local:
             session.enter(SessionState.MATCHED)
-        for session in match.sessions:
+        for session in local:
             self._send(session, {"type": "matched", **match.describe_for(session)})
         if self.observer is not None:
-            for session in match.sessions:
+            for session in local:
                 self.observer.match_started(session)
 
     def _end_match(self, session: Session, reason: str) -> None:
@@ -326,6 +378,8 @@ class Switchboard:
         session.match = partner.match = None
         now = self._clock.seconds()
         for side in match.sessions:
+            if side.node is not None:
+                continue  # a stand-in keeps nothing
             # Kept for a report just after the match, in memory only; it replaces the one before.
             side.previous = PreviousMatch(match.match_id, match.partner_of(side).identity(), now)
             side.reports = (
@@ -333,30 +387,14 @@ class Switchboard:
             )
         if partner.state is SessionState.MATCHED:
             partner.enter(SessionState.IDLE)
-        self._send(partner, {"type": "partner_left", "match_id": match.match_id, "reason": reason})
+        self._send_partner_of(
+            session, partner, {"type": "partner_left", "match_id": match.match_id, "reason": reason}
+        )
         if self.observer is not None:
-            self.observer.match_ended(session, now - match.started_at, False)
-            self.observer.match_ended(partner, now - match.started_at, True)
-
-    def _schedule_poll(self) -> None:
-        due = self._engine.next_poll_at()
-        if due is None:
-            return
-        timer = self._poll_timer
-        if timer is not None and timer.active():
-            if timer.getTime() <= due:
-                return
-            timer.cancel()
-        self._poll_timer = self._clock.callLater(max(0.0, due - self._clock.seconds()), self._poll)
-
-    def _poll(self) -> None:
-        self._poll_timer = None
-        try:
-            for pair in self._engine.poll(self._clock.seconds()):
-                self._start_match(pair)
-        except Exception:
-            self._log.failure("polling the matching engine")
-        self._schedule_poll()
+            if session.node is None:
+                self.observer.match_ended(session, now - match.started_at, False)
+            if partner.node is None:
+                self.observer.match_ended(partner, now - match.started_at, True)
 
     # --- relaying -----------------------------------------------------------------------------------
 
@@ -372,6 +410,8 @@ class Switchboard:
             )
         partner.peer.send(message)
         self.counters.relayed[message["type"]] += 1
+        if partner.node is not None and partner.peer is None:  # the other node cannot be reached
+            self._end_match(partner, "disconnect")
 
     def chat(self, session: Session, match_id: str, text: str) -> None:
         """Pass a chat message to the partner in match `match_id`; the observer, if any, is told its text."""
@@ -402,7 +442,7 @@ class Switchboard:
         filed = session.reports.get(report.match_id)
         if filed is not None:
             return filed.observe()
-        self._engine.block(session.session_id, reported.user_id)
+        self.matchmaker.block(session.session_id, reported.user_id)
         filing = Filing(session.identity(), reported, report.reason, report.comment, report.snapshot, now)
         self.counters.reports += 1
         filed = session.reports[report.match_id] = Outcome()
@@ -419,6 +459,67 @@ class Switchboard:
         storing.addErrback(failed).addBoth(filed.fire)
         return filed.observe()
 
+    # --- other nodes --------------------------------------------------------------------------------
+
+    def remote_relay(self, to: str, match_id: str, message: dict[str, Any]) -> bool:
+        """Deliver a message relayed by the partner of session `to` on another node (dropped while `to` is
+        away); False if `to` is in no match `match_id` with a partner there (it ended)."""
+        session, _ = self._remote_match(to, match_id)
+        if session is None:
+            return False
+        self._send(session, message)
+        return True
+
+    def remote_left(self, to: str, match_id: str, reason: str) -> None:
+        """The partner of session `to` on another node left match `match_id` for `reason`."""
+        _, stand_in = self._remote_match(to, match_id)
+        if stand_in is not None:
+            self._end_match(stand_in, reason)
+
+    def remote_away(self, to: str, match_id: str) -> None:
+        """The partner of session `to` on another node lost its connection and may come back."""
+        session, stand_in = self._remote_match(to, match_id)
+        if session is not None and stand_in is not None and stand_in.peer is not None:
+            stand_in.peer = None
+            self._send(session, {"type": "partner_reconnecting", "match_id": match_id})
+
+    def remote_back(self, to: str, match_id: str) -> None:
+        """The partner of session `to` on another node is connected again."""
+        session, stand_in = self._remote_match(to, match_id)
+        if session is not None and stand_in is not None and stand_in.peer is None:
+            stand_in.peer = _RemotePeer(self, stand_in)
+            self._send(session, {"type": "partner_resumed", "match_id": match_id})
+
+    def remote_node_lost(self, node_id: str | None = None) -> int:
+        """End every match with a partner on node `node_id` (every other node's, for None), as if the partner
+        had disconnected: that node died, or Redis cannot be reached. Returns how many ended."""
+        stand_ins = [
+            session.match.partner_of(session)
+            for session in self._sessions.values()
+            if session.match is not None
+            and (node := session.match.partner_of(session).node) is not None
+            and node_id in (None, node)
+        ]
+        for stand_in in stand_ins:
+            self._end_match(stand_in, "disconnect")
+        return len(stand_ins)
+
+    def _remote_match(self, to: str, match_id: str) -> tuple[Session | None, Session | None]:
+        """This node's session `to` and its partner's stand-in, if it is in match `match_id` with a session of
+        another node; (None, None) if not."""
+        session = self._sessions.get(to)
+        match = None if session is None else session.match
+        if session is None or match is None or match.match_id != match_id:
+            return None, None
+        stand_in = match.partner_of(session)
+        return (session, stand_in) if stand_in.node is not None else (None, None)
+
+    def _to_node(self, stand_in: Session, message: NodeMessage) -> bool:
+        """Send `message` to the node of `stand_in`; False if it could not be sent."""
+        link = self.link
+        assert stand_in.node is not None
+        return link is not None and link.send(stand_in.node, message)
+
     # --- delivery -----------------------------------------------------------------------------------
 
     def _send(self, session: Session, message: dict[str, Any]) -> None:
@@ -427,4 +528,47 @@ class Switchboard:
 
     def _send_partner(self, session: Session, message: dict[str, Any]) -> None:
         if session.match is not None:
-            self._send(session.match.partner_of(session), message)
+            self._send_partner_of(session, session.match.partner_of(session), message)
+
+    def _send_partner_of(self, session: Session, partner: Session, message: dict[str, Any]) -> None:
+        """Tell `partner` of `session` `message` (`partner_left`, `partner_reconnecting` or `partner_resumed`),
+        through its node if it is another node's."""
+        if partner.node is None:
+            self._send(partner, message)
+            return
+        kind = {"partner_left": "left", "partner_reconnecting": "away", "partner_resumed": "back"}[
+            message["type"]
+        ]
+        note: NodeMessage = {"type": kind, "to": partner.session_id, "match_id": message["match_id"]}
+        if kind == "left":
+            note["reason"] = message["reason"]
+        self._to_node(partner, note)
+
+
+@implementer(IPeer)
+class _RemotePeer:
+    """What a stand-in for another node's session speaks through: relays go to that node. A relay that
+    cannot be sent (Redis away) makes the stand-in unreachable, and the switchboard ends the match."""
+
+    __slots__ = ("_stand_in", "_switchboard")
+
+    def __init__(self, switchboard: Switchboard, stand_in: Session) -> None:
+        self._switchboard = switchboard
+        self._stand_in = stand_in
+
+    def send(self, message: dict[str, Any]) -> None:
+        stand_in = self._stand_in
+        match = stand_in.match
+        assert match is not None
+        note: NodeMessage = {
+            "type": "relay",
+            "to": stand_in.session_id,
+            "from": match.partner_of(stand_in).session_id,
+            "match_id": match.match_id,
+            "message": message,
+        }
+        if not self._switchboard._to_node(stand_in, note):
+            stand_in.peer = None
+
+    def close(self, code: int, reason: str) -> None:
+        raise RuntimeError("a session of another node is not closed from here")

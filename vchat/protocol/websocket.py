@@ -390,7 +390,7 @@ class SignalingProtocol(WebSocketServerProtocol):
         self.factory.switchboard.relay(self._require_session(), typing.match_id, relayed)
 
     def handle_ping(self, ping: Ping, rid: RequestId) -> None:
-        pong: dict[str, Any] = {"type": "pong", "online": self.factory.switchboard.online}
+        pong: dict[str, Any] = {"type": "pong", "online": self.factory.switchboard.online_shown}
         if rid is not None:
             pong["re"] = rid
         self.send(pong)

@@ -1,0 +1,243 @@
+"""Nodes of one cluster in this process (each a whole `twistd vchat` service tree with `--redis`), sharing a real
+redis-server: cross-node matches, relay, partner events, bans, reports, fairness and what Redis keeps."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+
+from vchat.cluster.matchmaker import FAIR_WAIT
+from vchat.store import redis_testing
+from vchat.store.redis_testing import RedisServer
+from vchat.testing import RunningServer, SignalingClient, start_server
+
+own_redis = redis_testing.own_redis  # the fixture, by its name
+
+
+async def sleep(seconds: float) -> None:
+    await deferLater(reactor, seconds, lambda: None)
+
+
+@pytest_twisted.async_yield_fixture()
+async def nodes(own_redis: RedisServer) -> AsyncIterator[list[RunningServer]]:
+    """Two nodes, n1 and n2, of one cluster."""
+    started = [await start_server(reactor, "--redis", own_redis.url, "--node-id", f"n{i}") for i in (1, 2)]
+    try:
+        yield started
+    finally:
+        for node in started:
+            await node.stop()
+
+
+async def search(client: SignalingClient, **filters: object) -> None:
+    client.send({"type": "search", **filters})
+    await client.expect("searching")
+
+
+async def cross_pair(
+    first: RunningServer, second: RunningServer, codecs: tuple[str, str] = ("json", "json")
+) -> tuple[SignalingClient, SignalingClient, dict[str, Any], dict[str, Any]]:
+    """A woman on `first` and a man on `second`, matched: (her, him, her `matched`, his)."""
+    her = await first.client(codecs[0], hello=True, gender="f")
+    him = await second.client(codecs[1], hello=True, gender="m")
+    await search(her, want="m")
+    await search(him, want="f")
+    return her, him, await her.expect("matched"), await him.expect("matched")
+
+
+def redis_text(server: RedisServer) -> bytes:
+    """Every key and value in Redis (strings, hashes, sets, sorted sets), concatenated, for privacy checks."""
+    reads: dict[bytes, tuple[str, ...]] = {
+        b"string": ("GET",),
+        b"hash": ("HGETALL",),
+        b"set": ("SMEMBERS",),
+        b"zset": ("ZRANGE", "0", "-1"),
+        b"list": ("LRANGE", "0", "-1"),
+    }
+    dump = b""
+    for key in server.command("KEYS", "*"):
+        command, *rest = reads[server.command("TYPE", key)]
+        value: Any = server.command(command, key, *rest)
+        values = value if isinstance(value, list) else [value]
+        dump += key + b"\n" + b"\n".join(v for v in values if isinstance(v, bytes)) + b"\n"
+    return dump
+
+
+@pytest.mark.parametrize("codecs", [("json", "msgpack"), ("msgpack", "json")])
+@pytest_twisted.ensureDeferred
+async def test_users_of_two_nodes_meet_and_talk_both_ways(
+    nodes: list[RunningServer], codecs: tuple[str, str]
+) -> None:
+    her, him, hers, his = await cross_pair(nodes[0], nodes[1], codecs)
+    match_id = hers["match_id"]
+    assert his["match_id"] == match_id
+    assert {hers["role"], his["role"]} == {"offer", "answer"}
+    assert hers["partner"]["gender"] == "m" and his["partner"]["gender"] == "f"
+    her.send({"type": "signal", "match_id": match_id, "payload": {"sdp": "v=0 offer"}})
+    assert (await him.expect("signal"))["payload"] == {"sdp": "v=0 offer"}
+    him.send({"type": "signal", "match_id": match_id, "payload": {"candidate": "c"}})
+    him.send({"type": "chat", "match_id": match_id, "text": "hello from node 2"})
+    him.send({"type": "typing", "match_id": match_id})
+    assert (await her.expect("signal"))["payload"] == {"candidate": "c"}
+    assert (await her.expect("chat"))["text"] == "hello from node 2"
+    await her.expect("typing")
+    her.send({"type": "next"})
+    assert await him.expect("partner_left") == {
+        "type": "partner_left",
+        "match_id": match_id,
+        "reason": "next",
+    }
+    await her.expect("searching")
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_and_a_closed_connection_reach_the_partner_on_the_other_node(
+    nodes: list[RunningServer],
+) -> None:
+    her, him, hers, _ = await cross_pair(nodes[0], nodes[1])
+    him.send({"type": "stop"})
+    await him.expect("idle")
+    assert (await her.expect("partner_left"))["reason"] == "stop"
+    other = await nodes[1].client("json", hello=True, gender="m")  # they two are recent partners now
+    await search(her, want="m")
+    await search(other, want="f")
+    again = await her.expect("matched")
+    await other.expect("matched")
+    her.sendClose(1000)
+    assert await other.expect("partner_left") == {
+        "type": "partner_left",
+        "match_id": again["match_id"],
+        "reason": "disconnect",
+    }
+    assert hers["match_id"] != again["match_id"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_lost_connection_and_its_resume_reach_the_partner_on_the_other_node(
+    nodes: list[RunningServer],
+) -> None:
+    her, him, hers, _ = await cross_pair(nodes[0], nodes[1])
+    match_id = hers["match_id"]
+    her.transport.abortConnection()  # no close frame: the session waits to be resumed
+    assert await him.expect("partner_reconnecting") == {"type": "partner_reconnecting", "match_id": match_id}
+    him.send({"type": "chat", "match_id": match_id, "text": "are you there?"})
+    assert (await him.expect("error"))["code"] == "partner_reconnecting"
+
+
+@pytest_twisted.ensureDeferred
+async def test_resuming_on_the_same_node_tells_the_partner_on_the_other(nodes: list[RunningServer]) -> None:
+    her = await nodes[0].client("json")
+    welcome = await her.hello(gender="f")
+    him = await nodes[1].client("json", hello=True, gender="m")
+    await search(her, want="m")
+    await search(him, want="f")
+    match_id = (await her.expect("matched"))["match_id"]
+    await him.expect("matched")
+    her.transport.abortConnection()
+    await him.expect("partner_reconnecting")
+    back = await nodes[0].client("json")
+    resumed = await back.hello(gender="f", resume=welcome["resume_token"])
+    assert resumed["resumed"] is True and resumed["match"]["match_id"] == match_id
+    assert await him.expect("partner_resumed") == {"type": "partner_resumed", "match_id": match_id}
+    him.send({"type": "chat", "match_id": match_id, "text": "welcome back"})
+    assert (await back.expect("chat"))["text"] == "welcome back"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_ban_issued_on_one_node_closes_the_user_on_the_other(nodes: list[RunningServer]) -> None:
+    her, him, _, _ = await cross_pair(nodes[0], nodes[1])
+    await nodes[0].moderation.ban("user_id", await _session_id_of(nodes[1], him), "spam", "spam", 3600.0)
+    assert (await him.expect("banned"))["type"] == "banned"
+    _, code, _ = await him.wait_closed()
+    assert code == 4004
+    assert (await her.expect("partner_left"))["reason"] == "disconnect"
+
+
+async def _session_id_of(node: RunningServer, client: SignalingClient) -> str:
+    """The session id of `client`, a client of `node` in a match (from the node's switchboard)."""
+    board = node.service.getServiceNamed("signaling").factory.switchboard
+    for session in board._sessions.values():
+        if session.peer is not None and session.match is not None:
+            return str(session.session_id)
+    raise AssertionError("no matched session on the node")
+
+
+@pytest_twisted.ensureDeferred
+async def test_users_of_one_node_meet_on_the_local_path_and_redis_keeps_no_pair(
+    nodes: list[RunningServer], own_redis: RedisServer
+) -> None:
+    her = await nodes[0].client("json", hello=True, gender="f")
+    him = await nodes[0].client("msgpack", hello=True, gender="m")
+    await search(her, want="m")
+    await sleep(0.2)  # her entry is in the shared queue
+    assert own_redis.command("ZCARD", "vchat:{cluster}:queue") == 1
+    await search(him, want="f")
+    match_id = (await her.expect("matched"))["match_id"]
+    await him.expect("matched")
+    her.send({"type": "chat", "match_id": match_id, "text": "a secret line"})
+    await him.expect("chat")
+    assert own_redis.command("ZCARD", "vchat:{cluster}:queue") == 0
+    dump = redis_text(own_redis)
+    assert b"a secret line" not in dump and match_id.encode() not in dump
+
+
+@pytest_twisted.ensureDeferred
+async def test_redis_never_holds_a_cross_node_pair_or_chat(
+    nodes: list[RunningServer], own_redis: RedisServer
+) -> None:
+    her, him, hers, _ = await cross_pair(nodes[0], nodes[1])
+    her.send({"type": "chat", "match_id": hers["match_id"], "text": "nobody stores this"})
+    await him.expect("chat")
+    dump = redis_text(own_redis)
+    assert b"nobody stores this" not in dump
+    assert hers["match_id"].encode() not in dump
+    for node in nodes:
+        board = node.service.getServiceNamed("signaling").factory.switchboard
+        for session_id in board._sessions:
+            assert session_id.encode() not in dump
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_report_across_nodes_is_stored_and_the_pair_never_meets_again(
+    nodes: list[RunningServer],
+) -> None:
+    her, him, hers, _ = await cross_pair(nodes[0], nodes[1])
+    her.send({"type": "report", "match_id": hers["match_id"], "reason": "nudity"})
+    report_id = (await her.expect("reported"))["report_id"]
+    store = await nodes[1].store()
+    report = await store.get_report(report_id)
+    assert report is not None and report.reported_user_id == await _session_id_of(nodes[1], him)
+    her.send({"type": "next"})
+    await him.expect("partner_left")
+    await her.expect("searching")
+    await search(him, want="f")
+    await sleep(0.5)
+    assert her.inbox.pending == [] and him.inbox.pending == []  # waiting, not matched with each other
+
+
+@pytest_twisted.ensureDeferred
+async def test_online_counts_every_node(nodes: list[RunningServer]) -> None:
+    await nodes[0].client("json", hello=True)
+    await nodes[1].client("json", hello=True)
+    await sleep(2.2)  # a heartbeat of each node after both connected
+    third = await nodes[1].client("json")
+    assert (await third.hello())["online"] == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_user_waiting_long_on_a_quiet_node_is_not_starved_by_a_busy_one(
+    nodes: list[RunningServer],
+) -> None:
+    quiet = await nodes[0].client("json", hello=True)
+    await search(quiet)
+    await sleep(FAIR_WAIT + 0.3)
+    busy = [await nodes[1].client("json", hello=True) for _ in range(2)]
+    for client in busy:
+        await search(client)
+    matched = await quiet.expect("matched", timeout=3.0)
+    assert matched["role"] == "offer"  # the longest-waiting user makes the offer

@@ -1,0 +1,303 @@
+"""A node of a cluster (docs/cluster.md): the way to the other nodes, what it does with their messages, and
+the service that connects it to Redis and runs its heartbeat and matcher.
+
+Messages between nodes (each a map with a string `type`; `node` is the sender's id, added by `ClusterLink`):
+
+    pair      the matcher claimed `to` (its search of `since`) with `partner` of `partner_node`
+              (`partner_since`): sent to the offer's node
+    offer     match `match_id` offered to `to` (search of `since`) with the sender's user, described in
+              `partner`
+    accept    `to`'s offered match `match_id` starts; `partner` describes the accepting user
+    refuse    `to`'s offered match `match_id` does not happen: the partner had moved on
+    release   the matcher claimed `to` (search of `since`) with a user who had moved on: search again
+    relay     a message (`message`) from `from` to `to` in match `match_id`
+    left      `to`'s partner in match `match_id` left it (`reason`: next, stop or disconnect)
+    away      `to`'s partner in match `match_id` lost its connection and may come back
+    back      `to`'s partner in match `match_id` is connected again
+    block     (to all) `a` and `b` are never to be matched (one reported the other)
+    ban, lift (to all) ban `ban_id` was issued or lifted
+    dead      (to all) node `dead` stopped its heartbeat: its users are gone
+
+A message that does not have these fields with these types is refused (ValueError, logged by the bus).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from vchat.cluster.bus import NodeBus, NodeBusService
+from vchat.cluster.matcher import Matcher
+from vchat.cluster.matchmaker import ClusterMatchmaker
+from vchat.cluster.presence import NodeCounts, NodePresence
+from vchat.cluster.queue import SharedQueue
+from vchat.moderation.service import ModerationService
+from vchat.protocol.remote import INodeLink, NodeMessage
+from vchat.protocol.switchboard import Switchboard
+from vchat.redis_connection import RedisAddress, RedisUnavailable, connect_redis
+
+_REASONS = frozenset({"next", "stop", "disconnect"})
+
+# type -> its fields and their types (float: a time, int accepted as msgpack may carry one).
+_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "pair": {
+        "to": str,
+        "since": (float, int),
+        "partner": str,
+        "partner_node": str,
+        "partner_since": (float, int),
+    },
+    "offer": {"to": str, "since": (float, int), "match_id": str, "partner": dict},
+    "accept": {"to": str, "match_id": str, "partner": dict},
+    "refuse": {"to": str, "match_id": str},
+    "release": {"to": str, "since": (float, int)},
+    "relay": {"to": str, "from": str, "match_id": str, "message": dict},
+    "left": {"to": str, "match_id": str, "reason": str},
+    "away": {"to": str, "match_id": str},
+    "back": {"to": str, "match_id": str},
+    "block": {"a": str, "b": str},
+    "ban": {"ban_id": str},
+    "lift": {"ban_id": str},
+    "dead": {"dead": str},
+}
+
+
+def check_message(message: NodeMessage) -> None:
+    """ValueError, saying why, unless `message` is one of the messages above, from a node."""
+    kind = message["type"]
+    fields = _FIELDS.get(kind)
+    if fields is None:
+        raise ValueError(f"unknown message type {kind!r}")
+    if type(message.get("node")) is not str:
+        raise ValueError(f"a {kind!r} message names its node")
+    for name, kinds in fields.items():
+        value = message.get(name)
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            raise ValueError(f"a {kind!r} message's {name} is missing or of the wrong type")
+    if kind == "left" and message["reason"] not in _REASONS:
+        raise ValueError(f"unknown reason {message['reason']!r}")
+
+
+@implementer(INodeLink)
+class ClusterLink:
+    """The way to the other nodes, over the node bus: each message is stamped with this node's id."""
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        self.bus: NodeBus | None = None  # set once made: the bus needs the handler of what it receives
+
+    def send(self, node_id: str, message: NodeMessage) -> bool:
+        return self.bus is not None and self.bus.send(node_id, {**message, "node": self.node_id})
+
+    def broadcast(self, message: NodeMessage) -> bool:
+        return self.bus is not None and self.bus.broadcast({**message, "node": self.node_id})
+
+
+class NodeMessages:
+    """Acts on what the other nodes send this one (see the module)."""
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        link: ClusterLink,
+        switchboard: Switchboard,
+        matchmaker: ClusterMatchmaker,
+        moderation: ModerationService,
+    ) -> None:
+        self._link = link
+        self._switchboard = switchboard
+        self._matchmaker = matchmaker
+        self._moderation = moderation
+
+    def received(self, message: NodeMessage, broadcast: bool) -> Deferred[None] | None:
+        """Handle one message from the bus (`broadcast`: it came to every node)."""
+        check_message(message)
+        kind, node = message["type"], message["node"]
+        board, matchmaker = self._switchboard, self._matchmaker
+        if kind == "relay":
+            if not board.remote_relay(message["to"], message["match_id"], message["message"]):
+                # The match ended here and the news was lost: end it there too.
+                self._link.send(
+                    node,
+                    {
+                        "type": "left",
+                        "to": message["from"],
+                        "match_id": message["match_id"],
+                        "reason": "disconnect",
+                    },
+                )
+        elif kind == "left":
+            board.remote_left(message["to"], message["match_id"], message["reason"])
+        elif kind == "away":
+            board.remote_away(message["to"], message["match_id"])
+        elif kind == "back":
+            board.remote_back(message["to"], message["match_id"])
+        elif kind == "pair":
+            matchmaker.on_pair(message)
+        elif kind == "offer":
+            matchmaker.on_offer(message, node)
+        elif kind == "accept":
+            matchmaker.on_accept(message, node)
+        elif kind == "refuse":
+            matchmaker.on_refuse(message)
+        elif kind == "release":
+            matchmaker.on_release(message)
+        elif kind == "block":
+            matchmaker.engine.block(message["a"], message["b"])
+            if matchmaker.matcher is not None:
+                matchmaker.matcher.block(message["a"], message["b"])
+        elif kind == "ban":
+            return self._moderation.announced_ban(message["ban_id"])
+        elif kind == "lift":
+            self._moderation.announced_lift(message["ban_id"])
+        elif kind == "dead":
+            ended = board.remote_node_lost(message["dead"])
+            if ended:
+                self._log.info(
+                    "{count} matches with users of dead node {node} ended", count=ended, node=message["dead"]
+                )
+        return None
+
+    def link_changed(self, up: bool) -> None:
+        """The bus lost Redis or has it again: once back, what other nodes said meanwhile is lost, so the
+        queue entries are written again and the bans read again."""
+        if not up:
+            return
+        self._matchmaker.register_again()
+        self._moderation.reload_bans().addErrback(
+            lambda failure: self._log.failure("reading the bans again after Redis was away", failure)
+        )
+
+
+class RedisHandle:
+    """Runs scripts on the cluster's Redis connection once `ClusterService` has opened it; until then (and
+    after it closed) every call fails with RedisUnavailable, as a call during an outage does."""
+
+    def __init__(self, address: RedisAddress) -> None:
+        self.address = address
+        self.factory: Any = None  # txredisapi's factory, while connected
+
+    def eval(self, script: str, keys: Sequence[str] = (), args: Sequence[str] = ()) -> Deferred[Any]:
+        """Run `script` as txredisapi's `eval` does."""
+        if self.factory is None:
+            return fail(RedisUnavailable(f"not connected to Redis at {self.address}"))
+        result: Deferred[Any] = self.factory.handler.eval(script, list(keys), list(args))
+        return result
+
+
+class ClusterService(MultiService):
+    """Connects this node to the cluster's Redis, then starts its children (the node bus, the heartbeat, the
+    matcher) in order; stops them and disconnects when stopped. A failure to connect at first is logged with
+    what to check, and `on_failure` is called (twistd passes a function that stops the process)."""
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        handle: RedisHandle,
+        reactor: IReactorTime,
+        on_failure: Callable[[], object],
+        bus: NodeBusService,
+    ) -> None:
+        super().__init__()
+        self.setName("cluster")
+        self._handle = handle
+        self._reactor = reactor
+        self._on_failure = on_failure
+        self._bus = bus
+        self._connecting: Deferred[Any] | None = None
+        # What the admin API's figures read, set by `cluster_node`.
+        self.node_id = ""
+        self.presence: NodePresence | None = None
+        self.bus: NodeBus | None = None
+
+    def startService(self) -> None:
+        # Children start once Redis is reached (MultiService would start them now).
+        self.running = 1
+        self._connecting = Deferred.fromCoroutine(self._connect())
+        self._connecting.addErrback(self._failed)
+
+    async def _connect(self) -> None:
+        self._handle.factory = await connect_redis(self._reactor, self._handle.address)
+        self._log.info("connected to the cluster's Redis at {address}", address=self._handle.address)
+        self._bus.startService()
+        for service in self:
+            if service is not self._bus:
+                service.startService()
+
+    def _failed(self, failure: Failure) -> None:
+        if failure.check(RedisUnavailable):
+            self._log.error("cannot join the cluster: {reason}", reason=failure.getErrorMessage())
+        else:
+            self._log.failure("cannot join the cluster", failure)
+        self._on_failure()
+
+    def stopService(self) -> Deferred[None]:
+        self.running = 0
+        connecting, self._connecting = self._connecting, None
+        if connecting is not None and not connecting.called:
+            connecting.cancel()
+            return succeed(None)
+        stopping: Deferred[Any] = super().stopService() if any(s.running for s in self) else succeed(None)
+        return stopping.addCallback(lambda _: self._disconnect())
+
+    def _disconnect(self) -> Deferred[None] | None:
+        factory, self._handle.factory = self._handle.factory, None
+        return None if factory is None else factory.disconnect()
+
+
+def cluster_node(
+    address: RedisAddress,
+    reactor: IReactorTime,
+    switchboard: Switchboard,
+    moderation: ModerationService,
+    on_failure: Callable[[], object],
+    node_id: str | None = None,
+    recent_partners: int = 10,
+    recent_seconds: float = 600.0,
+    rematch_after: float = 30.0,
+) -> ClusterService:
+    """Make this process a node of the cluster whose Redis is at `address`: the switchboard matches and
+    relays through it, moderation announces its bans to it, and `online` counts every node. `node_id` is
+    random unless given; the matching settings are the engine's."""
+    node_id = node_id or secrets.token_hex(6)
+    handle = RedisHandle(address)
+    queue = SharedQueue(handle)
+    link = ClusterLink(node_id)
+    matchmaker = ClusterMatchmaker(node_id, switchboard.matchmaker.engine, queue, switchboard, link, reactor)
+    messages = NodeMessages(link, switchboard, matchmaker, moderation)
+    bus = link.bus = NodeBus(reactor, address, node_id, messages.received)
+    bus.on_link = messages.link_changed
+
+    def counts() -> NodeCounts:
+        return NodeCounts(switchboard.online, matchmaker.waiting(), switchboard.matched)
+
+    async def bury(dead: str) -> None:
+        await queue.remove_node(dead)
+        link.broadcast({"type": "dead", "dead": dead})
+
+    presence = NodePresence(node_id, handle, reactor, counts, bury)
+    matcher = matchmaker.matcher = Matcher(
+        queue, node_id, reactor, matchmaker.paired, recent_partners, recent_seconds, rematch_after
+    )
+    switchboard.matchmaker = matchmaker
+    switchboard.link = link
+    switchboard.count_online = lambda: presence.totals().online
+    moderation.announce = link.broadcast
+    bus_service = NodeBusService(bus, on_failure)
+    service = ClusterService(handle, reactor, on_failure, bus_service)
+    service.node_id = node_id
+    service.presence = presence
+    service.bus = bus
+    for child in (bus_service, presence, matcher):
+        child.setServiceParent(service)
+    return service

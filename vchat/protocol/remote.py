@@ -1,0 +1,39 @@
+"""What the switchboard needs of the other nodes of a cluster, and knows of a partner connected to one of them
+(docs/cluster.md). Implemented by vchat.cluster.node; a single node has none."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from zope.interface import Interface
+
+from vchat.protocol.messages import ClientFact
+
+NodeMessage = dict[str, Any]
+"""A message to another node: a map with a string `type` (docs/cluster.md, "Messages between nodes")."""
+
+
+class INodeLink(Interface):
+    """The way to the other nodes."""
+
+    def send(node_id: str, message: NodeMessage) -> bool:
+        """Send `message` to node `node_id`; False if it cannot be sent now (Redis away): nothing is kept."""
+
+    def broadcast(message: NodeMessage) -> bool:
+        """Send `message` to every node, this one included; False as for `send`."""
+
+
+@dataclass(frozen=True, slots=True)
+class RemotePartner:
+    """A session of another node, as its match with a session of this node needs it: its id and node, what the
+    partner is told of it, and what a report of it records."""
+
+    session_id: str
+    node_id: str
+    gender: str
+    country: str | None
+    lang: str | None
+    device_id: str | None = None
+    address: str | None = None
+    client: dict[str, ClientFact] = field(default_factory=dict)
