@@ -31,6 +31,7 @@ PROTECTED: Mapping[str, str] = MappingProxyType(
         "store": "every other service keeps its records in it",
         "moderation": "signaling asks it about bans at every hello",
         "admin": "it serves the admin API",
+        "cluster": "signaling matches and relays through it, and the store is in the same Redis",
     }
 )
 _PLUGIN_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
