@@ -59,6 +59,8 @@ CALL_TIMEOUT = 2.0
 """Seconds Redis has to answer a call of the matchmaker before it counts as away."""
 PROBE_INTERVAL = 1.0
 """Seconds between tries to reach Redis again during an outage."""
+REFRESH_INTERVAL = 10.0
+"""Seconds between rewrites of the waiting users' entries, which puts back any whose claim was lost unseen."""
 
 _State = Literal["local", "shared", "taking", "claimed", "offering"]
 _T = TypeVar("_T")
@@ -72,6 +74,7 @@ class _Ticket:
     state: _State = "local"
     timer: IDelayedCall | None = None
     match_id: str | None = None  # the match offered, while offering
+    rewritten: bool = False  # its entry was written again: a claim may have left a copy in the shared queue
 
     @property
     def session_id(self) -> str:
@@ -104,6 +107,7 @@ class ClusterMatchmaker:
         self._last_since = float("-inf")
         self._outage = Outage(clock, self._log)
         self._probe: IDelayedCall | None = None
+        self._refresh: IDelayedCall | None = None
 
     # --- IMatchmaker ----------------------------------------------------------------------------------
 
@@ -122,6 +126,8 @@ class ClusterMatchmaker:
         )
         ticket = self._tickets[seeker.session_id] = _Ticket(entry)
         self._search_locally(ticket)
+        if self._refresh is None:
+            self._refresh = self._clock.callLater(REFRESH_INTERVAL, self._refresh_entries)
 
     def cancel(self, session_id: str) -> None:
         ticket = self._tickets.pop(session_id, None)
@@ -146,9 +152,10 @@ class ClusterMatchmaker:
     def shutdown(self) -> None:
         for ticket in self._tickets.values():
             self._stop_timer(ticket)
-        if self._probe is not None and self._probe.active():
-            self._probe.cancel()
-        self._probe = None
+        for timer in (self._probe, self._refresh):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._probe = self._refresh = None
 
     # --- the local path -------------------------------------------------------------------------------
 
@@ -334,9 +341,12 @@ class ClusterMatchmaker:
         ticket.timer = None
 
     def _drop(self, ticket: _Ticket) -> None:
+        """`ticket`'s user is matched: it waits no more."""
         self._stop_timer(ticket)
         self._tickets.pop(ticket.session_id, None)
         self.engine.cancel(ticket.session_id)
+        if ticket.rewritten and not self._outage.ongoing:
+            self._call(self._queue.withdraw(ticket.session_id))
 
     def _current(self, ticket: _Ticket, state: _State) -> bool:
         return self._tickets.get(ticket.session_id) is ticket and ticket.state == state
@@ -370,6 +380,20 @@ class ClusterMatchmaker:
     def _tried(self, _: object) -> None:
         if not self._outage.ongoing:
             self.register_again()
+
+    def _refresh_entries(self) -> None:
+        """Write the entries of the users waiting here and in the shared queue again: a claim whose pair was
+        lost without an outage (its matcher died between the claim and the message) leaves a user waiting
+        here but gone from the shared queue, which this puts back. (If the pair was only late, the user is
+        matched by it and its copy is withdrawn then.)"""
+        self._refresh = None
+        if not self._outage.ongoing:
+            for ticket in self._tickets.values():
+                if ticket.state in ("local", "shared"):
+                    ticket.rewritten = True
+                    self._call(self._queue.enqueue(ticket.entry))
+        if self._tickets:
+            self._refresh = self._clock.callLater(REFRESH_INTERVAL, self._refresh_entries)
 
     def register_again(self) -> None:
         """Write every waiting user's entry in the shared queue again (Redis is back, or lost its data);

@@ -291,7 +291,9 @@ def cluster_node(
     )
     switchboard.matchmaker = matchmaker
     switchboard.link = link
-    switchboard.count_online = lambda: presence.totals().online
+    switchboard.count_online = lambda: (
+        switchboard.online + sum(counts.online for counts in presence.others().values())
+    )
     moderation.announce = link.broadcast
     bus_service = NodeBusService(bus, on_failure)
     service = ClusterService(handle, reactor, on_failure, bus_service)

@@ -306,6 +306,11 @@ class NodePresence(Service):
         Redis fails. Needs no round trip to Redis."""
         return self._view.totals(self._counts(), self._clock.seconds())
 
+    def others(self) -> dict[str, NodeCounts]:
+        """The other living nodes' figures as of the latest heartbeat (none while Redis fails); cheap: no
+        count of this node's own is taken."""
+        return self._view.others(self._clock.seconds())
+
     def nodes(self) -> dict[str, NodeCounts]:
         """Each living node's figures, by node id, this node's current ones included; only this node's while
         Redis fails."""
