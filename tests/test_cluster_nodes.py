@@ -25,9 +25,13 @@ async def sleep(seconds: float) -> None:
 
 @pytest_twisted.async_yield_fixture()
 async def nodes(own_redis: RedisServer) -> AsyncIterator[list[RunningServer]]:
-    """Two nodes, n1 and n2, of one cluster."""
-    started = [await start_server(reactor, "--redis", own_redis.url, "--node-id", f"n{i}") for i in (1, 2)]
+    """Three nodes, n1, n2 and n3, of one cluster."""
+    started = [await start_server(reactor, "--redis", own_redis.url, "--node-id", f"n{i}") for i in (1, 2, 3)]
     try:
+        for _ in range(500):  # the nodes join the cluster as they start: wait until every bus is up
+            if all(node.service.getServiceNamed("cluster").bus.connected for node in started):
+                break
+            await sleep(0.01)
         yield started
     finally:
         for node in started:
@@ -241,3 +245,77 @@ async def test_a_user_waiting_long_on_a_quiet_node_is_not_starved_by_a_busy_one(
         await search(client)
     matched = await quiet.expect("matched", timeout=3.0)
     assert matched["role"] == "offer"  # the longest-waiting user makes the offer
+
+
+async def talk(one: SignalingClient, other: SignalingClient, match_id: str) -> None:
+    """`chat` goes both ways between two matched clients."""
+    one.send({"type": "chat", "match_id": match_id, "text": "ping"})
+    assert (await other.expect("chat"))["text"] == "ping"
+    other.send({"type": "chat", "match_id": match_id, "text": "pong"})
+    assert (await one.expect("chat"))["text"] == "pong"
+
+
+async def resume_elsewhere(
+    client: SignalingClient, welcome: dict[str, Any], node: RunningServer, partner: SignalingClient | None
+) -> tuple[SignalingClient, dict[str, Any]]:
+    """Lose `client`'s connection without a close frame and resume its session on `node`."""
+    client.transport.abortConnection()
+    if partner is not None:
+        await partner.expect("partner_reconnecting")
+    back = await node.client("json")
+    resumed = await back.hello(gender="f", resume=welcome["resume_token"])
+    assert resumed["resumed"] is True and resumed["session_id"] == welcome["session_id"]
+    return back, resumed
+
+
+@pytest.mark.parametrize(
+    "homes",
+    [(0, 1, 1), (0, 0, 1), (0, 1, 2)],
+    ids=["to-the-partners-node", "away-from-the-partners-node", "to-a-third-node"],
+)
+@pytest_twisted.ensureDeferred
+async def test_a_session_resumes_on_another_node_with_its_match(
+    nodes: list[RunningServer], homes: tuple[int, int, int]
+) -> None:
+    """She starts on one node, he on another (or the same); she resumes on a third (or his)."""
+    her = await nodes[homes[0]].client("json")
+    welcome = await her.hello(gender="f")
+    him = await nodes[homes[1]].client("msgpack", hello=True, gender="m")
+    await search(her, want="m")
+    await search(him, want="f")
+    match_id = (await her.expect("matched"))["match_id"]
+    await him.expect("matched")
+    back, resumed = await resume_elsewhere(her, welcome, nodes[homes[2]], him)
+    assert resumed["match"]["match_id"] == match_id and resumed["match"]["partner"]["gender"] == "m"
+    assert await him.expect("partner_resumed") == {"type": "partner_resumed", "match_id": match_id}
+    await talk(back, him, match_id)
+    back.send({"type": "next"})
+    assert (await him.expect("partner_left"))["reason"] == "next"
+    again, _ = await resume_elsewhere(
+        back, {**welcome, "resume_token": resumed["resume_token"]}, nodes[homes[0]], None
+    )
+    assert again is not back
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_idle_session_resumes_on_another_node_and_an_unknown_token_starts_afresh(
+    nodes: list[RunningServer],
+) -> None:
+    her = await nodes[0].client("json")
+    welcome = await her.hello(gender="f")
+    assert welcome["resume_token"].endswith("~n1")
+    back, resumed = await resume_elsewhere(her, welcome, nodes[1], None)
+    assert resumed["match"] is None and resumed["resume_token"].endswith("~n2")
+    stranger = await nodes[2].client("json")
+    fresh = await stranger.hello(gender="f", resume="not-a-token~n1")
+    assert fresh["resumed"] is False and fresh["session_id"] != welcome["session_id"]
+    lost = await nodes[2].client("json")
+    gone = await lost.hello(gender="f", resume="x~no-such-node")  # nobody answers: a new session, in time
+    assert gone["resumed"] is False
+    await talk_alone(back)
+
+
+async def talk_alone(client: SignalingClient) -> None:
+    """The client's session works: a ping gets a pong."""
+    client.send({"type": "ping"})
+    await client.expect("pong")

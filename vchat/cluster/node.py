@@ -17,6 +17,10 @@ Messages between nodes (each a map with a string `type`; `node` is the sender's 
     block     (to all) `a` and `b` are never to be matched (one reported the other)
     ban, lift (to all) ban `ban_id` was issued or lifted
     dead      (to all) node `dead` stopped its heartbeat: its users are gone
+    handover  hand over the session resume token `token` names (its client resumes on the sender); answer
+              `request` with `handed`
+    handed    the answer to `request`: `state`, the session (vchat.protocol.handover), or null, with `banned`,
+              the session's id if a ban ended it
 
 A message that does not have these fields with these types is refused (ValueError, logged by the bus).
 """
@@ -40,11 +44,17 @@ from vchat.cluster.matchmaker import ClusterMatchmaker
 from vchat.cluster.presence import NodeCounts, NodePresence
 from vchat.cluster.queue import SharedQueue
 from vchat.moderation.service import ModerationService
+from vchat.protocol.handover import HandedSession, decode_handed
 from vchat.protocol.remote import INodeLink, NodeMessage
 from vchat.protocol.switchboard import Switchboard
 from vchat.redis_connection import RedisAddress, RedisUnavailable, connect_redis
 
 _REASONS = frozenset({"next", "stop", "disconnect"})
+HANDOVER_TIMEOUT = 2.0
+"""Seconds a node waits for another to hand a session over before it starts a new one."""
+
+Handed = tuple[HandedSession | None, str | None]
+"""What a node's answer to a handover gives: the session's state, or the id of a session a ban ended."""
 
 # type -> its fields and their types (float: a time, int accepted as msgpack may carry one).
 _FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
@@ -67,6 +77,8 @@ _FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "ban": {"ban_id": str},
     "lift": {"ban_id": str},
     "dead": {"dead": str},
+    "handover": {"token": str, "request": str},
+    "handed": {"request": str},
 }
 
 
@@ -90,9 +102,42 @@ def check_message(message: NodeMessage) -> None:
 class ClusterLink:
     """The way to the other nodes, over the node bus: each message is stamped with this node's id."""
 
-    def __init__(self, node_id: str) -> None:
+    _log = Logger()
+
+    def __init__(self, node_id: str, clock: IReactorTime) -> None:
         self.node_id = node_id
         self.bus: NodeBus | None = None  # set once made: the bus needs the handler of what it receives
+        self._clock = clock
+        self._fetches: dict[str, Deferred[Handed]] = {}
+
+    def fetch_session(self, node_id: str, token: str) -> Deferred[Handed]:
+        request = secrets.token_urlsafe(9)
+        fetching: Deferred[Handed] = Deferred()
+        if not self.send(node_id, {"type": "handover", "token": token, "request": request}):
+            fetching.callback((None, None))
+            return fetching
+        self._fetches[request] = fetching
+        fetching.addTimeout(HANDOVER_TIMEOUT, self._clock, onTimeoutCancel=lambda *_: (None, None))
+        fetching.addBoth(self._fetched, request)
+        return fetching
+
+    def _fetched(self, result: Handed, request: str) -> Handed:
+        self._fetches.pop(request, None)
+        return result
+
+    def handed(self, message: NodeMessage) -> None:
+        """A node's answer to `fetch_session`; a late one (after the timeout) is dropped."""
+        fetching = self._fetches.pop(message["request"], None)
+        if fetching is None:
+            self._log.warn("a session handed over too late was dropped")
+            return
+        banned = message.get("banned")
+        try:
+            state = None if message.get("state") is None else decode_handed(message["state"])
+        except ValueError as e:
+            self._log.warn("a session handed over was not valid: {why}", why=str(e))
+            state = None
+        fetching.callback((state, banned if isinstance(banned, str) else None))
 
     def send(self, node_id: str, message: NodeMessage) -> bool:
         return self.bus is not None and self.bus.send(node_id, {**message, "node": self.node_id})
@@ -140,7 +185,20 @@ class NodeMessages:
         elif kind == "away":
             board.remote_away(message["to"], message["match_id"])
         elif kind == "back":
-            board.remote_back(message["to"], message["match_id"])
+            board.remote_back(message["to"], message["match_id"], node)
+        elif kind == "handover":
+            state, banned = board.hand_over(message["token"], node)
+            self._link.send(
+                node,
+                {
+                    "type": "handed",
+                    "request": message["request"],
+                    "state": None if state is None else state.encode(),
+                    "banned": banned,
+                },
+            )
+        elif kind == "handed":
+            self._link.handed(message)
         elif kind == "pair":
             matchmaker.on_pair(message)
         elif kind == "offer":
@@ -272,7 +330,7 @@ def cluster_node(
     node_id = node_id or secrets.token_hex(6)
     handle = RedisHandle(address)
     queue = SharedQueue(handle)
-    link = ClusterLink(node_id)
+    link = ClusterLink(node_id, reactor)
     matchmaker = ClusterMatchmaker(node_id, switchboard.matchmaker.engine, queue, switchboard, link, reactor)
     messages = NodeMessages(link, switchboard, matchmaker, moderation)
     bus = link.bus = NodeBus(reactor, address, node_id, messages.received)
@@ -291,6 +349,7 @@ def cluster_node(
     )
     switchboard.matchmaker = matchmaker
     switchboard.link = link
+    switchboard.node_id = node_id
     switchboard.count_online = lambda: (
         switchboard.online + sum(counts.online for counts in presence.others().values())
     )

@@ -6,8 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
+from vchat.protocol.handover import HandedSession
 from vchat.protocol.messages import ClientFact
 
 NodeMessage = dict[str, Any]
@@ -22,6 +24,11 @@ class INodeLink(Interface):
 
     def broadcast(message: NodeMessage) -> bool:
         """Send `message` to every node, this one included; False as for `send`."""
+
+    def fetch_session(node_id: str, token: str) -> Deferred[tuple[HandedSession | None, str | None]]:
+        """Ask node `node_id` to hand over the session resume token `token` names: fires with its state and
+        None, or (None, the session's id) if a ban ended it, or (None, None) if the node has no such session
+        or does not answer in time."""
 
 
 @dataclass(frozen=True, slots=True)

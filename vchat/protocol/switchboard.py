@@ -19,6 +19,7 @@ from vchat.protocol.bans import BanNotice
 from vchat.protocol.behaviour import IBehaviourObserver
 from vchat.protocol.counters import SignalingCounters
 from vchat.protocol.errors import CloseCode, ErrorCode, ProtocolError
+from vchat.protocol.handover import HandedMatch, HandedPartner, HandedPrevious, HandedSession
 from vchat.protocol.matchmaker import IMatchmaker, LocalMatchmaker
 from vchat.protocol.messages import Hello, Report, Search
 from vchat.protocol.remote import INodeLink, NodeMessage, RemotePartner
@@ -26,6 +27,7 @@ from vchat.protocol.reports import Filing, IReportSink
 from vchat.protocol.session import IPeer, Match, PreviousMatch, Session, SessionState
 
 _DEFAULT_SEARCH = Search("any", frozenset())
+_NODE_MARK = "~"  # between a resume token's random part (URL-safe base64) and its node's id
 REPORT_WINDOW = 60.0
 """Seconds after a match ended during which either user may still report it."""
 
@@ -57,6 +59,8 @@ class Switchboard:
         self.matchmaker: IMatchmaker = LocalMatchmaker(engine, clock, self._start_pair)
         # The other nodes of a cluster, for matches with their sessions; None on a single node.
         self.link: INodeLink | None = None
+        # This node's id in a cluster (resume tokens name it, so another node knows whom to ask); None alone.
+        self.node_id: str | None = None
         # What `welcome`, `searching` and `pong` say is online: in a cluster, every node's users.
         self.count_online: Callable[[], int] = lambda: self._online
         # Told what each session does, for automatic moderation; None: nobody watches.
@@ -99,13 +103,17 @@ class Switchboard:
         country: str | None,
         host: str = "localhost",
         address: str | None = None,
+        handed: HandedSession | None = None,
     ) -> Session:
-        """Start a session for `peer`, or resume the one its token names; sends `welcome`.
+        """Start a session for `peer`, or resume the one its token names, or the one another node `handed`
+        over; sends `welcome`.
 
         `host` is the host name the client connected to, for ICE URLs when no public host is configured;
         `address` is the client's address (kept on the session for IP bans, never sent).
         """
         session = self._by_token.pop(hello.resume, None) if hello.resume else None
+        if session is None and handed is not None:
+            session = self._adopt(handed)
         if session is None:
             session = self._new_session(hello, peer, country)
             session.address = address
@@ -140,7 +148,146 @@ class Switchboard:
         return session
 
     def _new_token(self) -> str:
-        return secrets.token_urlsafe(24)
+        token = secrets.token_urlsafe(24)
+        return token if self.node_id is None else f"{token}{_NODE_MARK}{self.node_id}"
+
+    def token_node(self, token: str | None) -> str | None:
+        """The other node that holds the session a resume token names (so it must be handed over), or None:
+        no token, one of this node, or not a cluster's."""
+        if token is None or self.node_id is None or token in self._by_token:
+            return None
+        _, mark, node = token.partition(_NODE_MARK)
+        return node if mark and node and node != self.node_id else None
+
+    def hand_over(self, token: str, to_node: str) -> tuple[HandedSession | None, str | None]:
+        """Give the session `token` names to node `to_node`, where its client resumes: its state, which this
+        node forgets (a connection it still has is closed as replaced; a partner here now has a partner on
+        `to_node`). (None, session id) for a session a ban ended within the grace window, (None, None) for an
+        unknown token."""
+        session = self._by_token.get(token)
+        if session is None:
+            self._forget_banned_tokens()
+            banned = self._banned_tokens.get(token)
+            return None, None if banned is None else banned[0]
+        state = self._handed_state(session)
+        peer = session.peer
+        self._detach(session)
+        if peer is not None:
+            peer.close(CloseCode.REPLACED, "session resumed on another connection")
+        if session.state is SessionState.SEARCHING:
+            self.matchmaker.cancel(session.session_id)
+        if session.away_timer is not None:
+            session.away_timer.cancel()
+            session.away_timer = None
+        match = session.match
+        if match is not None and match.partner_of(session).node is None:
+            # The partner stays here: the session becomes a stand-in on its new node, away until it is back.
+            stand_in = Session(
+                session.session_id,
+                session.gender,
+                session.country,
+                session.lang,
+                "",
+                None,
+                SessionState.MATCHED,
+            )
+            stand_in.node, stand_in.device_id, stand_in.address = to_node, session.device_id, session.address
+            stand_in.client, stand_in.match = session.client, match
+            if match.offer is session:
+                match.offer = stand_in
+            else:
+                match.answer = stand_in
+        session.match = None
+        session.enter(SessionState.CLOSED)
+        del self._sessions[session.session_id]
+        del self._by_token[token]
+        if self.observer is not None:
+            self.observer.session_ended(session)
+        self._log.info(
+            "session {session_id} handed to node {node}", session_id=session.session_id, node=to_node
+        )
+        return state, None
+
+    def _handed_state(self, session: Session) -> HandedSession:
+        match, previous = session.match, session.previous
+        handed_match = None
+        if match is not None:
+            partner = match.partner_of(session)
+            handed_match = HandedMatch(
+                match.match_id,
+                match.offer is session,
+                match.started_at,
+                HandedPartner(
+                    partner.node or self.node_id or "",
+                    partner.session_id,
+                    partner.gender,
+                    partner.country,
+                    partner.lang,
+                    partner.device_id,
+                    partner.address,
+                    dict(partner.client),
+                    partner.peer is None,
+                ),
+            )
+        return HandedSession(
+            session.session_id,
+            session.gender,
+            session.country,
+            session.lang,
+            session.device_id,
+            dict(session.client),
+            session.started_at,
+            session.filters,
+            handed_match,
+            None
+            if previous is None
+            else HandedPrevious(previous.match_id, previous.partner, previous.ended_at),
+        )
+
+    def _adopt(self, handed: HandedSession) -> Session:
+        """A session handed over by another node, kept here from now on, not yet connected (AWAY): `open`
+        resumes it."""
+        session = Session(
+            handed.session_id, handed.gender, handed.country, handed.lang, "", None, SessionState.AWAY
+        )
+        session.started_at, session.filters = handed.started_at, handed.filters
+        if handed.previous is not None:
+            previous = handed.previous
+            session.previous = PreviousMatch(previous.match_id, previous.partner, previous.ended_at)
+        self._sessions[session.session_id] = session
+        handed_match = handed.match
+        if handed_match is None:
+            return session
+        partner_info = handed_match.partner
+        partner = (
+            self._sessions.get(partner_info.session_id) if partner_info.node_id == self.node_id else None
+        )
+        match = None if partner is None else partner.match
+        if partner is not None and match is not None and match.match_id == handed_match.match_id:
+            # The partner is here: its stand-in of this session gives way to the session itself.
+            if match.offer.session_id == session.session_id:
+                match.offer = session
+            else:
+                match.answer = session
+        else:
+            stand_in = Session(
+                partner_info.session_id,
+                partner_info.gender,
+                partner_info.country,
+                partner_info.lang,
+                "",
+                None,
+                SessionState.MATCHED,
+            )
+            stand_in.node, stand_in.device_id = partner_info.node_id, partner_info.device_id
+            stand_in.address, stand_in.client = partner_info.address, dict(partner_info.client)
+            pair = (session, stand_in) if handed_match.offers else (stand_in, session)
+            match = Match(handed_match.match_id, *pair, handed_match.started_at)
+            stand_in.match = match
+            if not partner_info.away:
+                stand_in.peer = _RemotePeer(self, stand_in)
+        session.match = match
+        return session
 
     def _resume(self, session: Session, peer: IPeer, host: str) -> None:
         old_peer, was_away = session.peer, session.state is SessionState.AWAY
@@ -483,10 +630,13 @@ class Switchboard:
             stand_in.peer = None
             self._send(session, {"type": "partner_reconnecting", "match_id": match_id})
 
-    def remote_back(self, to: str, match_id: str) -> None:
-        """The partner of session `to` on another node is connected again."""
+    def remote_back(self, to: str, match_id: str, node: str) -> None:
+        """The partner of session `to` is connected again, on node `node` (its own, or the one it resumed on)."""
         session, stand_in = self._remote_match(to, match_id)
-        if session is not None and stand_in is not None and stand_in.peer is None:
+        if session is None or stand_in is None:
+            return
+        stand_in.node = node
+        if stand_in.peer is None:
             stand_in.peer = _RemotePeer(self, stand_in)
             self._send(session, {"type": "partner_resumed", "match_id": match_id})
 

@@ -23,6 +23,7 @@ from vchat.origins import origin_allowed
 from vchat.protocol.bans import BanNotice, IBanCheck
 from vchat.protocol.codec import JSON, REPORT_HEAD_BYTES, Codec, choose_codec, starts_as_report
 from vchat.protocol.errors import CloseCode, ErrorCode, ProtocolError
+from vchat.protocol.handover import HandedSession
 from vchat.protocol.messages import (
     Chat,
     ClientMessage,
@@ -141,6 +142,7 @@ class SignalingProtocol(WebSocketServerProtocol):
         self._address_key: str | bytes | None = None
         self._address: str | None = None
         self._large_report = False  # the message being received is over max_message_bytes and a report
+        self._opening = False  # a hello waits for another node to hand its session over
 
     # --- autobahn callbacks ---------------------------------------------------------------------------
 
@@ -338,18 +340,45 @@ class SignalingProtocol(WebSocketServerProtocol):
         return session
 
     def handle_hello(self, hello: Hello, rid: RequestId) -> None:
-        if self._session is not None:
+        if self._session is not None or self._opening:
             raise ProtocolError(ErrorCode.BAD_MESSAGE, "hello was already received")
         self._cancel_hello_timer()
+        switchboard = self.factory.switchboard
+        node = switchboard.token_node(hello.resume)
+        if node is not None and switchboard.link is not None and hello.resume is not None:
+            # The session is another node's: it is handed over before this one answers.
+            self._opening = True
+            fetching = switchboard.link.fetch_session(node, hello.resume)
+            fetching.addCallback(lambda found: self._open(hello, rid, *found))
+            fetching.addErrback(
+                lambda _: self.factory.failures.failure("taking a session over from another node")
+            )
+            return
+        self._open(hello, rid, None, switchboard.resumed_id(hello.resume))
+
+    def _open(self, hello: Hello, rid: RequestId, handed: HandedSession | None, user_id: str | None) -> None:
+        """Open the session `hello` asks for (`handed` over by another node, if it was), unless a ban bars
+        `user_id` (the resumed session's), the device or the address."""
+        self._opening = False
         switchboard, bans = self.factory.switchboard, self.factory.bans
+        if handed is not None:
+            user_id = handed.session_id
+        connected = self.state == self.STATE_OPEN
         if bans is not None:
-            notice = self._ban_notice(bans, switchboard.resumed_id(hello.resume), hello.device_id)
+            notice = self._ban_notice(bans, user_id, hello.device_id)
             if notice is not None:
-                self._refuse_banned(notice, rid)
+                if connected:
+                    self._refuse_banned(notice, rid)
                 return
-        self._session = switchboard.open(
-            hello, self, country=self._country, host=self._host, address=self._address
+        if not connected and handed is None:
+            return
+        session = switchboard.open(
+            hello, self, country=self._country, host=self._host, address=self._address, handed=handed
         )
+        if connected:
+            self._session = session
+        else:  # closed while the session was handed over: it waits to be resumed, as after any loss
+            switchboard.lost(session, self, abnormal=True)
 
     def _ban_notice(self, bans: IBanCheck, user_id: str | None, device_id: str | None) -> BanNotice | None:
         """The ban that bars this client, if any. A bug in the check lets the client in (and is logged within
