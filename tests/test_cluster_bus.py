@@ -50,6 +50,13 @@ async def until(condition: Callable[[], bool], within: float = 20.0) -> None:
         await deferLater(reactor, 0.01, lambda: None)
 
 
+def publish_count(server: RedisServer) -> int:
+    """How many PUBLISH commands Redis has run."""
+    stats = server.command("INFO", "commandstats").decode()
+    line = next((line for line in stats.splitlines() if line.startswith("cmdstat_publish:")), "calls=0,")
+    return int(line.split("calls=")[1].split(",")[0])
+
+
 @asynccontextmanager
 async def connected(
     url: str, node_id: str, handler: Callable[[dict[str, Any], bool], object]
@@ -112,6 +119,35 @@ async def test_a_thousand_messages_arrive_in_the_order_sent(redis_url: str) -> N
             assert sender.send("receiver", {"type": "signal", "n": n, "payload": {"sdp": "x" * (n % 50)}})
         await until(lambda: len(received.messages) == 1000)
     assert [message["n"] for message, _ in received.messages] == list(range(1000))
+
+
+@pytest_twisted.ensureDeferred
+async def test_messages_sent_in_one_turn_go_in_one_publish_and_keep_their_order_across_channels(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    received = Inbox()
+    async with (
+        connected(redis_url, "sender", Inbox()) as sender,
+        connected(redis_url, "receiver", received) as receiver,
+    ):
+        publishes = publish_count(redis_server)
+        for n in range(5):
+            sender.send("receiver", {"type": "relay", "n": n})
+        sender.broadcast({"type": "ban", "n": 5})
+        sender.send("receiver", {"type": "relay", "n": 6})
+        assert sender.counters.sent == 0  # published at the end of this turn
+        await until(lambda: len(received.messages) == 7)
+        assert sender.counters.sent == 7 and receiver.counters.received == 7
+        assert publish_count(redis_server) - publishes == 3  # the run of five, the broadcast, the last one
+    assert [(message["n"], broadcast) for message, broadcast in received.messages] == [
+        (0, False),
+        (1, False),
+        (2, False),
+        (3, False),
+        (4, False),
+        (5, True),
+        (6, False),
+    ]
 
 
 @pytest_twisted.ensureDeferred

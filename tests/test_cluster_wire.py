@@ -18,6 +18,8 @@ from vchat.cluster.wire import (
     MessageTooLarge,
     WireError,
     decode_message,
+    decode_messages,
+    encode_batch,
     encode_message,
     inbox_channel,
 )
@@ -147,3 +149,47 @@ def test_every_message_comes_back_exactly(message: dict[str, Any]) -> None:
     again = decode_message(data)
     assert again == message and repr(again) == repr(message)  # repr: True is not 1, 1.0 is not 1
     assert encode_message(again) == data
+
+
+_MESSAGES = st.lists(
+    st.fixed_dictionaries(
+        {
+            "type": st.sampled_from(["relay", "left", "ban"]),
+            "n": st.integers(-(2**63), 2**63 - 1),
+            "text": st.text(max_size=20),
+        }
+    ),
+    min_size=1,
+    max_size=20,
+)
+
+
+@given(_MESSAGES)
+def test_a_run_of_messages_is_one_batch_that_comes_back_in_order(messages: list[dict[str, Any]]) -> None:
+    payloads = encode_batch([encode_message(message) for message in messages])
+    assert len(payloads) == 1
+    assert [item for payload in payloads for item in decode_messages(payload)] == messages
+    if len(messages) > 1:
+        assert decode_message(payloads[0])["type"] == "batch"
+
+
+def test_a_batch_too_large_goes_as_single_messages() -> None:
+    big = [encode_message({"type": "x", "text": "y" * (MAX_MESSAGE_BYTES // 2)}) for _ in range(3)]
+    assert encode_batch(big) == big
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [
+        {"type": "batch"},
+        {"type": "batch", "messages": []},
+        {"type": "batch", "messages": {"type": "x"}},
+        {"type": "batch", "messages": [{"type": "x"}, 3]},
+        {"type": "batch", "messages": [{"no": "type"}]},
+        {"type": "batch", "messages": [{"type": ""}]},
+        {"type": "batch", "messages": [{"type": "batch", "messages": [{"type": "x"}]}]},
+    ],
+)
+def test_a_malformed_batch_is_refused_whole(batch: dict[str, Any]) -> None:
+    with pytest.raises(WireError):
+        decode_messages(msgpack.packb(batch, use_bin_type=True))

@@ -190,7 +190,7 @@ async def test_a_node_in_a_cluster_has_the_cluster_s_figures(redis_url: str) -> 
         outcomes = {s.labels["outcome"] for s in families["vchat_cluster_bus_messages"].samples}
         assert outcomes == {"sent", "received", "dropped", "malformed"}
         assert node.bus.send("node-b", {"type": "kick", "session": "s"})
-        assert server.value("vchat_cluster_bus_messages_total", outcome="sent") == 1
+        await until(lambda: server.value("vchat_cluster_bus_messages_total", outcome="sent") == 1)
         # No series per node, nor any session, resume token or match.
         assert a.match is not None
         text = server.text()

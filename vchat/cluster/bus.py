@@ -35,12 +35,19 @@ import txredisapi  # installs the default reactor if none is: import this module
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from vchat.cluster.wire import BROADCAST_CHANNEL, WireError, decode_message, encode_message, inbox_channel
+from vchat.cluster.wire import (
+    BROADCAST_CHANNEL,
+    WireError,
+    decode_messages,
+    encode_batch,
+    encode_message,
+    inbox_channel,
+)
 from vchat.outcome import Outcome
 from vchat.redis_connection import DEFAULT_TIMEOUT, RedisAddress, RedisUnavailable, connect_redis
 
@@ -100,6 +107,8 @@ class NodeBus:
         self._up = False
         self._down_since: float | None = None
         self._dropped_before = 0
+        self._outbox: list[tuple[str, bytes]] = []  # sent this turn, encoded, to publish at its end
+        self._flushing: IDelayedCall | None = None
         # Told True when the bus is back after an outage, False when one starts (after the first connection).
         self.on_link: Callable[[bool], object] | None = None
 
@@ -181,14 +190,39 @@ class NodeBus:
         if publisher is None or not publisher.pool:
             self.counters.dropped += 1
             return False
-        # The one connection: written now, in the order of the calls (see the module's docstring).
-        try:
-            publishing: Deferred[Any] = publisher.pool[0].publish(channel, data)
-        except txredisapi.ConnectionError:  # lost, and not yet out of the pool
-            self.counters.dropped += 1
+        self._outbox.append((channel, data))
+        if self._flushing is None:
+            self._flushing = self._reactor.callLater(0, self._flush)
+        return True
+
+    def _flush(self) -> None:
+        """Publish what was sent since the last flush, in order, each run of messages to one channel as one
+        batch: one PUBLISH for many messages under load, none delayed by more than the reactor's turn."""
+        self._flushing = None
+        outbox, self._outbox = self._outbox, []
+        runs: list[tuple[str, list[bytes]]] = []
+        for channel, data in outbox:
+            if runs and runs[-1][0] == channel:
+                runs[-1][1].append(data)
+            else:
+                runs.append((channel, [data]))
+        for channel, messages in runs:
+            if self._write(channel, encode_batch(messages)):
+                self.counters.sent += len(messages)
+            else:
+                self.counters.dropped += len(messages)
+
+    def _write(self, channel: str, payloads: list[bytes]) -> bool:
+        """PUBLISH each payload on the one connection (see the module's docstring); False if it is lost."""
+        publisher = self._publisher
+        if publisher is None or not publisher.pool:
             return False
-        publishing.addErrback(self._unconfirmed)
-        self.counters.sent += 1
+        try:
+            for data in payloads:
+                publishing: Deferred[Any] = publisher.pool[0].publish(channel, data)
+                publishing.addErrback(self._unconfirmed)
+        except txredisapi.ConnectionError:  # lost, and not yet out of the pool
+            return False
         return True
 
     def _unconfirmed(self, failure: Failure) -> None:
@@ -200,7 +234,7 @@ class NodeBus:
     def _received(self, channel: bytes, data: bytes) -> None:
         """A message from the inbox connection: decode it and hand it to the handler, come what may."""
         try:
-            message = decode_message(data)
+            messages = decode_messages(data)
         except WireError as e:
             self.counters.malformed += 1
             count = self.counters.malformed
@@ -211,9 +245,15 @@ class NodeBus:
                     reason=str(e),
                 )
             return
-        self.counters.received += 1
+        broadcast = channel == _BROADCAST
+        for message in messages:
+            self.counters.received += 1
+            self._handle(message, broadcast)
+
+    def _handle(self, message: dict[str, Any], broadcast: bool) -> None:
+        """Hand one message to the handler; what it raises, or its Deferred fails with, is logged."""
         try:
-            result = self._on_message(message, channel == _BROADCAST)
+            result = self._on_message(message, broadcast)
         except Exception:
             self._log.failure("handling a {type!r} message from another node failed", type=message["type"])
             return

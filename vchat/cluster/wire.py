@@ -31,6 +31,10 @@ MAX_DEPTH = 64
 _NODE_ID = re.compile(r"[!-~]{1,64}")  # as vchat.cluster.presence takes them
 
 
+BATCH = "batch"
+"""The type of a message that carries, in `messages`, several messages to one channel, in order."""
+
+
 class WireError(ValueError):
     """A message that cannot go between nodes: not a map with a string `type` of portable values."""
 
@@ -49,11 +53,39 @@ def inbox_channel(node_id: str) -> str:
 
 def encode_message(message: dict[str, Any]) -> bytes:
     """`message` as msgpack; WireError if it is no message (see the module), MessageTooLarge if too large."""
-    _check(message)
+    check_message(message)
     data: bytes = msgpack.packb(message, use_bin_type=True)
     if len(data) > MAX_MESSAGE_BYTES:
         raise MessageTooLarge(f"a message of {len(data)} bytes is over the limit of {MAX_MESSAGE_BYTES}")
     return data
+
+
+def encode_batch(payloads: list[bytes]) -> list[bytes]:
+    """What to publish, in order, for `payloads` (messages `encode_message` gave) to one channel: one `batch`
+    holding them all if there are several and it fits in `MAX_MESSAGE_BYTES`, else each on its own."""
+    if len(payloads) < 2:
+        return payloads
+    packer = msgpack.Packer(use_bin_type=True)
+    head = packer.pack_map_header(2) + packer.pack("type") + packer.pack(BATCH) + packer.pack("messages")
+    head += packer.pack_array_header(len(payloads))
+    if len(head) + sum(map(len, payloads)) > MAX_MESSAGE_BYTES:
+        return payloads
+    return [head + b"".join(payloads)]
+
+
+def decode_messages(data: bytes) -> list[dict[str, Any]]:
+    """The messages `data` holds: one, or the ones of a `batch`, in order; WireError as for `decode_message`,
+    and for a batch whose `messages` are not a list of messages other than batches."""
+    message = decode_message(data)
+    if message["type"] != BATCH:
+        return [message]
+    messages = message.get("messages")
+    if type(messages) is not list or not messages:
+        raise WireError("a batch holds a list of messages")
+    for item in messages:
+        if type(item) is not dict or type(item.get("type")) is not str or item["type"] in ("", BATCH):
+            raise WireError("a batch holds messages with a `type`, none of them a batch")
+    return messages
 
 
 def decode_message(data: bytes) -> dict[str, Any]:
@@ -64,12 +96,13 @@ def decode_message(data: bytes) -> dict[str, Any]:
         value = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True, timestamp=0)
     except (ValueError, TypeError, OverflowError, RecursionError, msgpack.UnpackException) as e:
         raise WireError(f"not one msgpack value ({type(e).__name__})") from None
-    _check(value)
+    check_message(value)
     message: dict[str, Any] = value
     return message
 
 
-def _check(value: object) -> None:
+def check_message(value: object) -> None:
+    """WireError unless `value` can go between nodes as a message (see the module); not its size."""
     if type(value) is not dict:
         raise WireError(f"a message is a map, not {type(value).__name__}")
     kind = value.get("type")
