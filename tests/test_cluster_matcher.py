@@ -476,3 +476,31 @@ def test_the_matcher_checks_its_settings() -> None:
         Matcher(queue, "node-1", Clock(), print, lease_ttl=1.0, interval=1.0)
     with pytest.raises(ValueError):
         Matcher(queue, "node-1", Clock(), print, rematch_after=0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_matcher_sweeps_spent_histories(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nobody tells the matcher when the users it paired end: their histories go once no longer recent."""
+    monkeypatch.setattr("vchat.cluster.matcher.EXPIRE_EVERY", 0.0)
+    queue = await cluster.queue()
+    told: list[tuple[str, str]] = []
+    matcher = Matcher(
+        queue,
+        "node-1",
+        reactor,
+        lambda a, b: told.append((a.session_id, b.session_id)),
+        10,
+        0.2,  # recent for 0.2 s only
+        30.0,
+        lease_ttl=TTL,
+        interval=INTERVAL,
+    )
+    await queue.enqueue(entry("a", 1.0, "node-2"))
+    await queue.enqueue(entry("b", 2.0, "node-3", gender="m"))
+    matcher.startService()
+    try:
+        await eventually(lambda: told == [("a", "b")])
+        assert set(matcher._engine._history) == {"a", "b"}
+        await eventually(lambda: matcher._engine._history == {})
+    finally:
+        await matcher.stopService()

@@ -861,3 +861,15 @@ EngineMachine.TestCase.settings = settings(
     derandomize=True, deadline=None, max_examples=300, stateful_step_count=60
 )
 TestEngineMachine = EngineMachine.TestCase
+
+
+def test_expire_drops_the_spent_histories_of_users_who_do_not_wait() -> None:
+    engine = MatchingEngine(recent_partners=10, recent_seconds=600.0, rematch_after=30.0)
+    pair_up(engine, man("a"), woman("b"), 0.0)
+    pair_up(engine, man("c"), woman("d"), 100.0)
+    assert engine.search(man("a"), 200.0) is None  # a waits again: its history stays as it is
+    assert engine.expire(599.0) == 0
+    assert engine.expire(600.0) == 1  # b's: a waits
+    assert set(engine._history) == {"a", "c", "d"}
+    assert engine.expire(700.0) == 2 and set(engine._history) == {"a"}
+    assert engine.search(woman("b"), 701.0) == Pair("a", "b")  # long past recent: they may meet

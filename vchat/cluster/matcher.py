@@ -49,6 +49,8 @@ DEFAULT_LEASE_TTL = 3.0
 """Seconds the matcher's lease lasts unless renewed (it is renewed every third of that)."""
 DEFAULT_INTERVAL = 0.1
 """Seconds between readings of the shared queue while the matcher holds the lease."""
+EXPIRE_EVERY = 60.0
+"""Seconds between sweeps of the engine's recent partners that no longer keep anyone apart."""
 
 PairHandler = Callable[[QueueEntry, QueueEntry], object]
 """What is told of each pair claimed: the user who has waited longer (who makes the offer), then the other."""
@@ -106,6 +108,7 @@ class Matcher(Service):
         self._ticking: Deferred[None] | None = None
         self._nudged = False
         self._outage = Outage(clock, self._log)
+        self._expired_at = clock.seconds()
 
     @property
     def holds_lease(self) -> bool:
@@ -205,6 +208,10 @@ class Matcher(Service):
             self._failed(e)
             return
         self._succeeded()
+        if self._clock.seconds() - self._expired_at >= EXPIRE_EVERY:
+            # The nodes' users end without the matcher hearing of it: their histories go once they are spent.
+            self._expired_at = self._clock.seconds()
+            self._engine.expire(self._expired_at)
         pairs = self._resync(waiting)
         if pairs:
             await self._claim(pairs)

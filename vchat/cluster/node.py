@@ -209,8 +209,7 @@ class NodeMessages:
             matchmaker.on_refuse(message)
         elif kind == "release":
             matchmaker.on_release(message)
-        elif kind == "block":
-            matchmaker.engine.block(message["a"], message["b"])
+        elif kind == "block":  # the matcher's engine only: the reporting node blocked the pair in its own
             if matchmaker.matcher is not None:
                 matchmaker.matcher.block(message["a"], message["b"])
         elif kind == "ban":

@@ -212,6 +212,21 @@ class MatchingEngine:
         if changed:
             heapify(events)
 
+    def expire(self, now: float) -> int:
+        """Drop the recent-partner histories that no longer keep anyone apart at `now` (all their partners are
+        past `recent_seconds`) of users who do not wait; how many were dropped. For an engine that is never
+        told `forget` (a cluster's matcher, which hears of every node's users but not of their ends)."""
+        histories, entries = self._history, self._entries
+        # A history's latest partner (its last item) has the latest time: see _remember.
+        expired = [
+            me
+            for me, history in histories.items()
+            if me not in entries and history[next(reversed(history))] <= now
+        ]
+        for me in expired:
+            del histories[me]
+        return len(expired)
+
     def forget(self, session_id: str) -> None:
         """Take a user out of the queue and drop its recent-partner history and blocks, for a session closed
         for good."""
