@@ -504,3 +504,26 @@ async def test_the_matcher_sweeps_spent_histories(cluster: Cluster, monkeypatch:
         await eventually(lambda: matcher._engine._history == {})
     finally:
         await matcher.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_pair_that_cannot_be_passed_on_goes_back_and_is_paired_again(cluster: Cluster) -> None:
+    """The wiring could not tell the nodes (Redis away for the bus): both go back to the queue, as they were,
+    and are not kept apart as recent partners, since they never met."""
+    queue = await cluster.queue()
+    told: list[tuple[str, str]] = []
+
+    def on_pair(a: QueueEntry, b: QueueEntry) -> bool:
+        told.append((a.session_id, b.session_id))
+        return len(told) > 1  # the first one is lost
+
+    matcher = Matcher(queue, "node-1", reactor, on_pair, 10, 600.0, 30.0, lease_ttl=TTL, interval=INTERVAL)
+    await queue.enqueue(entry("a", 1.0, "node-2"))
+    await queue.enqueue(entry("b", 2.0, "node-3", gender="m"))
+    matcher.startService()
+    try:
+        await eventually(lambda: len(told) == 2)
+        assert told == [("a", "b"), ("a", "b")]
+        assert await queue.waiting() == []
+    finally:
+        await matcher.stopService()

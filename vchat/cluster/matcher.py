@@ -53,7 +53,8 @@ EXPIRE_EVERY = 60.0
 """Seconds between sweeps of the engine's recent partners that no longer keep anyone apart."""
 
 PairHandler = Callable[[QueueEntry, QueueEntry], object]
-"""What is told of each pair claimed: the user who has waited longer (who makes the offer), then the other."""
+"""What is told of each pair claimed: the user who has waited longer (who makes the offer), then the other. It
+returns False (or a Deferred that fires with False) if it could not pass the pair on: both are put back."""
 
 _T = TypeVar("_T")
 
@@ -288,6 +289,7 @@ class Matcher(Service):
                 continue
             offer, answer = (a, b) if a.since <= b.since else (b, a)
             told = maybeDeferred(self._on_pair, offer, answer)
+            told.addCallback(self._told, pair, offer, answer)
             told.addErrback(
                 lambda failure: self._log.failure(
                     "the matcher of node {node} could not pass a pair on", failure, node=self.node_id
@@ -297,6 +299,16 @@ class Matcher(Service):
             self._log.debug(
                 "{count} of the matcher's claims found a user gone", count=lost, node=self.node_id
             )
+
+    def _told(self, passed: object, pair: Pair, offer: QueueEntry, answer: QueueEntry) -> None:
+        """`on_pair` answered: False means the pair could not be passed on (Redis away for the bus), so the
+        two, who never met, are put back as they were."""
+        if passed is not False:
+            return
+        self._engine.retract(pair)
+        self._log.warn("a pair could not be passed on: both users go back to the shared queue")
+        for entry in (offer, answer):  # if this fails too, their nodes write them again (refresh)
+            self._queue.enqueue(entry).addErrback(lambda failure: None)
 
     # Redis
 

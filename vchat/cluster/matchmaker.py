@@ -212,8 +212,9 @@ class ClusterMatchmaker:
 
     # --- the cross-node handshake -----------------------------------------------------------------------
 
-    def paired(self, offer: QueueEntry, answer: QueueEntry) -> None:
-        """The matcher claimed `offer` and `answer` (this node holds its lease): tell the offer's node."""
+    def paired(self, offer: QueueEntry, answer: QueueEntry) -> bool:
+        """The matcher claimed `offer` and `answer` (this node holds its lease): tell the offer's node. False
+        if it could not be told (Redis away): the matcher then puts both back."""
         message: NodeMessage = {
             "type": "pair",
             "to": offer.session_id,
@@ -223,12 +224,12 @@ class ClusterMatchmaker:
             "partner_since": answer.since,
         }
         if offer.node_id == self.node_id:
-            self.on_pair(message)
-        elif not self._link.send(offer.node_id, message):
-            self._log.warn("a pair for node {node} was lost: Redis is away", node=offer.node_id)
+            return self.on_pair(message)
+        return self._link.send(offer.node_id, message)
 
-    def on_pair(self, message: NodeMessage) -> None:
-        """`pair`: the matcher claimed this node's user `to` with `partner` of node `partner_node`."""
+    def on_pair(self, message: NodeMessage) -> bool:
+        """`pair`: the matcher claimed this node's user `to` with `partner` of node `partner_node`. False if
+        the offer could not be sent (Redis away)."""
         ticket = self._claimed(message["to"], message["since"])
         partner, node, partner_since = message["partner"], message["partner_node"], message["partner_since"]
         if node == self.node_id:
@@ -239,18 +240,19 @@ class ClusterMatchmaker:
                 for alone in (ticket, other):
                     if alone is not None:
                         self._search_locally(alone)
-            return
+            return True
         if ticket is None:
             self._link.send(node, {"type": "release", "to": partner, "since": partner_since})
-            return
+            return True
         match_id = secrets.token_urlsafe(9)
         offer = {"type": "offer", "to": partner, "since": partner_since, "match_id": match_id}
         if not self._link.send(node, {**offer, "partner": self._describe(ticket.session_id)}):
             self._search_locally(ticket)
-            return
+            return False
         self.engine.cancel(ticket.session_id)
         ticket.match_id = match_id
         self._await(ticket, "offering")
+        return True
 
     def on_offer(self, message: NodeMessage, node: str) -> None:
         """`offer` from node `node`: its user (`partner`) is offered match `match_id` with this node's `to`."""

@@ -50,6 +50,8 @@ from vchat.protocol.switchboard import Switchboard
 from vchat.redis_connection import RedisAddress, RedisUnavailable, connect_redis
 
 _REASONS = frozenset({"next", "stop", "disconnect"})
+BAN_RELOAD_DELAY = 1.0
+"""Seconds between tries to read the bans again after Redis was away, until the store answers."""
 HANDOVER_TIMEOUT = 2.0
 """Seconds a node waits for another to hand a session over before it starts a new one."""
 
@@ -145,6 +147,11 @@ class ClusterLink:
     def broadcast(self, message: NodeMessage) -> bool:
         return self.bus is not None and self.bus.broadcast({**message, "node": self.node_id})
 
+    @property
+    def connected(self) -> bool:
+        """Whether the bus can send and receive now."""
+        return self.bus is not None and self.bus.connected
+
 
 class NodeMessages:
     """Acts on what the other nodes send this one (see the module)."""
@@ -157,8 +164,10 @@ class NodeMessages:
         switchboard: Switchboard,
         matchmaker: ClusterMatchmaker,
         moderation: ModerationService,
+        clock: IReactorTime,
     ) -> None:
         self._link = link
+        self._clock = clock
         self._switchboard = switchboard
         self._matchmaker = matchmaker
         self._moderation = moderation
@@ -230,9 +239,23 @@ class NodeMessages:
         if not up:
             return
         self._matchmaker.register_again()
-        self._moderation.reload_bans().addErrback(
-            lambda failure: self._log.failure("reading the bans again after Redis was away", failure)
+        self._reload_bans()
+
+    def _reload_bans(self) -> None:
+        """Read the bans again, and again every second until the store answers (it reconnects on its own
+        schedule), while the bus stays up."""
+        reloading = self._moderation.reload_bans()
+        reloading.addErrback(self._reload_failed)
+
+    def _reload_failed(self, failure: Failure) -> None:
+        if not self._link.connected:
+            return  # the next reconnection reads them again
+        self._log.warn(
+            "cannot read the bans again yet ({error}): trying again in {delay:g} s",
+            error=failure.getErrorMessage(),
+            delay=BAN_RELOAD_DELAY,
         )
+        self._clock.callLater(BAN_RELOAD_DELAY, self._reload_bans)
 
 
 class RedisHandle:
@@ -331,7 +354,7 @@ def cluster_node(
     queue = SharedQueue(handle)
     link = ClusterLink(node_id, reactor)
     matchmaker = ClusterMatchmaker(node_id, switchboard.matchmaker.engine, queue, switchboard, link, reactor)
-    messages = NodeMessages(link, switchboard, matchmaker, moderation)
+    messages = NodeMessages(link, switchboard, matchmaker, moderation, reactor)
     bus = link.bus = NodeBus(reactor, address, node_id, messages.received)
     bus.on_link = messages.link_changed
 
