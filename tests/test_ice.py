@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from vchat.ice import IcePolicy, turn_credentials
+from vchat.ice import IcePolicy, stun_url, turn_credentials
 
 SECRET = "north-wind-secret"
 
@@ -110,3 +110,18 @@ def test_coturn_accepts_our_credentials_and_rejects_expired_ones(coturn: int) ->
     username, _ = turn_credentials(SECRET, "session-a", time.time(), 600)
     forged = allocate(coturn, username, base64.b64encode(b"x" * 20).decode())
     assert forged.returncode != 0
+
+
+def test_stun_urls_of_servers_run_elsewhere_are_handed_out_too() -> None:
+    elsewhere = ("stun:stun.example.org:3478",)
+    assert IcePolicy(stun_urls=elsewhere).servers("s", "h", 0) == [{"urls": ["stun:stun.example.org:3478"]}]
+    assert IcePolicy(stun_ports=(3478,), stun_urls=elsewhere).servers("s", "h", 0) == [
+        {"urls": ["stun:h:3478", "stun:stun.example.org:3478"]}
+    ]
+
+
+@pytest.mark.parametrize("bad", ["", "stun:", "turn:x:3478", "http://x", 3478])
+def test_a_stun_url_is_checked(bad: object) -> None:
+    with pytest.raises(ValueError):
+        stun_url(bad)
+    assert stun_url("stuns:x:5349") == "stuns:x:5349"

@@ -23,6 +23,13 @@ def turn_url(value: Any) -> str:
     return value
 
 
+def stun_url(value: Any) -> str:
+    """A STUN server URL (RFC 7064): stun: or stuns:."""
+    if not isinstance(value, str) or not value.startswith(("stun:", "stuns:")) or len(value) <= len("stun:"):
+        raise ValueError("expected a stun: or stuns: URL")
+    return value
+
+
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
@@ -32,6 +39,7 @@ class IcePolicy:
     """What `welcome` tells clients about ICE, built from the operator's options."""
 
     stun_ports: tuple[int, ...] = ()
+    stun_urls: tuple[str, ...] = ()  # STUN servers run elsewhere (another process of the cluster, say)
     public_host: str | None = None
     turn_urls: tuple[str, ...] = ()
     turn_secret: str | None = None
@@ -42,6 +50,7 @@ class IcePolicy:
         """`RTCIceServer` maps for one session; STUN on the public host, else the host the client reached."""
         host = _url_host(self.public_host or request_host)
         urls = [f"stun:{host}:{port}" for port in self.stun_ports]  # stun: URLs are UDP (RFC 7064)
+        urls.extend(self.stun_urls)
         servers: list[dict[str, Any]] = [{"urls": urls}] if urls else []
         if self.turn_urls and self.turn_secret:
             username, credential = turn_credentials(self.turn_secret, session_id, now, self.turn_ttl)

@@ -17,7 +17,7 @@ from vchat.admin.service import AdminService
 from vchat.admin.token import admin_token, check_token
 from vchat.cluster.presence import check_node_id
 from vchat.geo import GeoIPService, ICountryLookup, NoCountries
-from vchat.ice import IcePolicy, turn_url
+from vchat.ice import IcePolicy, stun_url, turn_url
 from vchat.listener import StartupGuard
 from vchat.matching import MatchingEngine
 from vchat.moderation.rules import IModerationRule, load_rules
@@ -188,6 +188,14 @@ SETTINGS = (
         "public-host", None, text, "host name or address for ICE URLs [default: the host each client reached]"
     ),
     Setting(
+        "stun-url",
+        [],
+        stun_url,
+        "STUN URL for clients besides the built-in responder's, e.g. stun:stun.example.org:3478 (for a process"
+        " that runs none: --stun-udp 0)",
+        repeatable=True,
+    ),
+    Setting(
         "turn-url", [], turn_url, "TURN URL for clients, e.g. turn:turn.example.org:3478", repeatable=True
     ),
     Setting(
@@ -239,6 +247,7 @@ class Options(SettingsOptions):
         """What `welcome` tells clients about ICE servers."""
         return IcePolicy(
             stun_ports=(self.stun.udp_port,) if self.stun.udp_port else (),
+            stun_urls=tuple(self["stun-url"]),
             public_host=self["public-host"],
             turn_urls=tuple(self["turn-url"]),
             turn_secret=self["turn-secret"],
