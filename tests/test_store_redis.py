@@ -341,8 +341,9 @@ async def test_a_newer_layout_stops_the_start(redis_server: RedisServer, redis_u
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_bad_url_stops_the_start() -> None:
-    assert "Sentinel is not supported yet" in await open_error("redis-sentinel://127.0.0.1:26379/mymaster")
+async def test_sentinels_that_cannot_be_asked_stop_the_start() -> None:
+    message = await open_error(f"redis-sentinel://127.0.0.1:{free_port()}/mymaster")
+    assert "no Sentinel of redis-sentinel://127.0.0.1:" in message and "is the service name right?" in message
 
 
 @pytest.mark.parametrize(
@@ -355,6 +356,12 @@ async def test_a_bad_url_stops_the_start() -> None:
         (
             "redis://vchat:secret@redis.example:6379/0",
             RedisAddress("redis.example", username="vchat", password="secret"),
+        ),
+        (
+            "redis-sentinel://:pw@s1,[::1]:26380/my%20master/2",
+            RedisAddress(
+                "s1", 26379, 2, password="pw", sentinels=(("s1", 26379), ("::1", 26380)), service="my master"
+            ),
         ),
     ],
 )
@@ -370,7 +377,9 @@ def test_redis_urls(url: str, address: RedisAddress) -> None:
         ("redis://redis.example:99999", "is not a Redis URL"),
         ("redis://redis.example/zero", "must be a number"),
         ("redis://redis.example/0?timeout=1", "takes no options"),
-        ("redis-sentinel://s1:26379,s2:26379/mymaster", "Sentinel is not supported yet"),
+        ("redis-sentinel://s1:26379,s2:26379", "names no service"),
+        ("redis-sentinel://s1,/mymaster", "names no host"),
+        ("redis://h/0/1", "expected redis://host:port/db"),
     ],
 )
 def test_bad_redis_urls(url: str, problem: str) -> None:
@@ -382,3 +391,9 @@ def test_an_address_shows_no_password() -> None:
     address = parse_redis_url("rediss://:secret@[2001:db8::1]:6390/2")
     assert str(address) == "rediss://[2001:db8::1]:6390/2"
     assert "secret" not in repr(address)
+    sentinel = parse_redis_url("redis-sentinel://u:secret@s1:1,s2:2/svc/1")
+    assert str(sentinel) == "redis-sentinel://s1:1,s2:2/svc/1" and "secret" not in repr(sentinel)
+    for url in ("redis://u:secret@h:x/0", "redis-sentinel://:secret@s1"):
+        with pytest.raises(ValueError) as refused:
+            parse_redis_url(url)
+        assert "secret" not in str(refused.value) and "***" in str(refused.value)

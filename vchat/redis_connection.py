@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, cast
 
+import hiredis
 import txredisapi  # installs the default reactor if none is: import this module after choosing one
 from OpenSSL import SSL
 from twisted.internet import defer
@@ -22,7 +23,7 @@ from twisted.internet.interfaces import (
     IReactorTime,
     IStreamClientEndpoint,
 )
-from twisted.internet.protocol import connectionDone
+from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -68,7 +69,11 @@ async def connect_redis(
     RedisFactory's keyword arguments (txredisapi's own SubscriberFactory does not: subclass it as
     `vchat.cluster.bus` does). `reactor` must also do TCP.
     """
-    tcp = HostnameEndpoint(reactor, address.host, address.port, timeout)
+    tcp: IStreamClientEndpoint = (
+        SentinelEndpoint(reactor, address, timeout)
+        if address.sentinels
+        else HostnameEndpoint(reactor, address.host, address.port, timeout)
+    )
     tls = optionsForClientTLS(address.host) if address.tls else None
     connected: Deferred[Any] = Deferred()
 
@@ -105,11 +110,101 @@ async def connect_redis(
     return factory
 
 
+class NoMaster(ConnectionError):
+    """No Sentinel could say where the master is."""
+
+
+@implementer(IStreamClientEndpoint)
+class SentinelEndpoint:
+    """Connects to the master of a `redis-sentinel://` address: at each connection (the first and every
+    reconnection) it asks the Sentinels in turn where the master is, then connects there. After a failover,
+    Sentinel closes the clients of the demoted master, so they reconnect and find the new one."""
+
+    def __init__(self, reactor: IReactorTime, address: RedisAddress, timeout: float) -> None:
+        self._reactor = reactor
+        self._address = address
+        self._timeout = timeout
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        return Deferred.fromCoroutine(self._connect(protocolFactory))
+
+    async def _connect(self, protocolFactory: IProtocolFactory) -> IProtocol:
+        host, port = await self.master()
+        master = HostnameEndpoint(self._reactor, host, port, self._timeout)
+        protocol: IProtocol = await master.connect(protocolFactory)
+        return protocol
+
+    async def master(self) -> tuple[str, int]:
+        """Where the first Sentinel that knows it says the master is; NoMaster, saying why, if none does."""
+        problems = []
+        for host, port in self._address.sentinels:
+            asking = _SentinelQuestion(self._address.service or "")
+            try:
+                await HostnameEndpoint(self._reactor, host, port, self._timeout).connect(_OneShot(asking))
+                reply = await asking.answer.addTimeout(self._timeout, self._reactor)
+            except Exception as e:
+                problems.append(f"{host}:{port}: {e or type(e).__name__}")
+                continue
+            if isinstance(reply, list) and len(reply) == 2:
+                return reply[0].decode("ascii", "replace"), int(reply[1])
+            problems.append(f"{host}:{port}: knows no master named {self._address.service!r}")
+        raise NoMaster("; ".join(problems))
+
+
+class _SentinelQuestion(Protocol):
+    """Asks a Sentinel `SENTINEL get-master-addr-by-name` once; `answer` fires with its reply."""
+
+    def __init__(self, service: str) -> None:
+        self._service = service
+        self._reader = hiredis.Reader()
+        self.answer: Deferred[Any] = Deferred()
+
+    def connectionMade(self) -> None:
+        words = [b"SENTINEL", b"get-master-addr-by-name", self._service.encode()]
+        request = b"*%d\r\n" % len(words) + b"".join(b"$%d\r\n%s\r\n" % (len(word), word) for word in words)
+        assert self.transport is not None
+        self.transport.write(request)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._reader.feed(data)
+        try:
+            reply = self._reader.gets()
+        except hiredis.ProtocolError as e:
+            reply = e
+        if reply is False or self.answer.called:
+            return
+        if isinstance(reply, Exception):
+            self.answer.errback(reply)
+        else:
+            self.answer.callback(reply)
+        assert self.transport is not None
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if not self.answer.called:
+            self.answer.errback(reason)
+
+
+class _OneShot(ClientFactory):
+    """Gives its one protocol to the one connection."""
+
+    def __init__(self, protocol: Protocol) -> None:
+        self._protocol = protocol
+
+    def buildProtocol(self, addr: object) -> Protocol:
+        return self._protocol
+
+
 def unavailable(address: RedisAddress, error: BaseException, timeout: float) -> RedisUnavailable:
     """What a person should know and do when Redis at `address` could not be used: `error` is how connecting,
     or the first command on a new connection, failed."""
     # txredisapi tells a login cut short, by a lost connection or by silence, only in its message
     login = str(error) if isinstance(error, ValueError) else ""
+    if isinstance(error, NoMaster):
+        return RedisUnavailable(
+            f"no Sentinel of {address} could say where the master is ({error}): are they running, and is the "
+            "service name right?"
+        )
     if isinstance(error, SSL.Error):
         return RedisUnavailable(
             f"cannot reach Redis at {address} over TLS ({error}): is its certificate valid for "

@@ -103,7 +103,8 @@ SETTINGS = (
         "redis",
         None,
         redis_url,
-        "join the cluster whose Redis is at URL (redis://[[user]:password@]host[:port][/db], rediss:// for TLS):"
+        "join the cluster whose Redis is at URL (redis://[[user]:password@]host[:port][/db], rediss:// for TLS,"
+        " redis-sentinel://sentinel[:port][,...]/service[/db] through Sentinel):"
         " shared store, matching across nodes (docs/cluster.md) [default: a single node, store in DATA_DIR]",
     ),
     Setting(

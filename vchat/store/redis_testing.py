@@ -12,7 +12,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,11 +90,7 @@ class RedisServer:
 
     def command(self, *args: str | bytes | int) -> Reply:
         """Run one command, logged in, and give its reply (blocking: see the module's docstring)."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5.0) as connection:
-            stream = cast(BinaryIO, connection.makefile("rb"))
-            connection.sendall(_encode(("AUTH", self.password)) + _encode(args))
-            _read(stream)
-            return _read(stream)
+        return _command(self.port, self.password, args)
 
     def start(self) -> bool:
         """Start redis-server and wait until it answers PING; False (and stopped) if it exits or stays
@@ -109,14 +105,8 @@ class RedisServer:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline and self.process.poll() is None:
-            try:
-                if self.command("PING") == b"PONG":
-                    return True
-            except (OSError, RedisReplyError):  # not listening yet, or still loading its data
-                pass
-            time.sleep(0.01)
+        if _answers(self.process, self.command):
+            return True
         self.stop()
         return False
 
@@ -137,6 +127,102 @@ class RedisServer:
         self.stop()
         if not self.start():
             raise RuntimeError(f"redis-server did not start again: see {self.log}")
+
+
+def _command(port: int, password: str | None, args: tuple[str | bytes | int, ...]) -> Reply:
+    """Run one command on the server at `port` (logged in with `password`, if any); its reply."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5.0) as connection:
+        stream = cast(BinaryIO, connection.makefile("rb"))
+        login = _encode(("AUTH", password)) if password else b""
+        connection.sendall(login + _encode(args))
+        if login:
+            _read(stream)
+        return _read(stream)
+
+
+def _answers(process: subprocess.Popen[bytes], command: Callable[..., Reply]) -> bool:
+    """Whether a server just started answers PING within START_TIMEOUT (False if it exits first)."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if command("PING") == b"PONG":
+                return True
+        except (OSError, RedisReplyError):  # not listening yet, or still loading its data
+            pass
+        time.sleep(0.01)
+    return False
+
+
+@dataclass
+class Sentinel:
+    """A Redis Sentinel of the tests watching one master as `service` (it fails over after half a second of
+    silence), and its process."""
+
+    directory: Path
+    port: int
+    process: subprocess.Popen[bytes]
+
+    def command(self, *args: str | bytes | int) -> Reply:
+        """Run one command (Sentinels here have no password)."""
+        return _command(self.port, None, args)
+
+    def master(self, service: str = "vchat") -> tuple[str, int] | None:
+        """Where this Sentinel says the master is."""
+        reply = self.command("SENTINEL", "get-master-addr-by-name", service)
+        if not isinstance(reply, list) or len(reply) != 2:
+            return None
+        host, port = reply
+        assert isinstance(host, bytes) and isinstance(port, bytes)
+        return host.decode(), int(port)
+
+    def stop(self) -> None:
+        """Stop the Sentinel and wait for it."""
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+@contextmanager
+def replicated_redis(directory: Path) -> Iterator[tuple[RedisServer, RedisServer, Sentinel]]:
+    """A master, its replica (with the same password) and a Sentinel watching them as service "vchat", for
+    the block; the Sentinel already knows the replica (it finds replicas only every 10 s), so it can fail
+    over as soon as the master dies."""
+    master = start_redis(directory / "master")
+    replica = RedisServer(
+        directory / "replica",
+        free_port(),
+        master.password,
+        ("--replicaof", "127.0.0.1", str(master.port), "--masterauth", master.password),
+    )
+    (directory / "replica").mkdir(parents=True)
+    (directory / "sentinel").mkdir(parents=True)
+    sentinel: Sentinel | None = None
+    try:
+        if not replica.start():
+            raise RuntimeError(f"the replica did not start: see {replica.log}")
+        config = directory / "sentinel" / "sentinel.conf"
+        port = free_port()
+        config.write_text(
+            f"port {port}\nbind 127.0.0.1\ndir {directory / 'sentinel'}\nlogfile {directory / 'sentinel' / 'log'}\n"
+            f"sentinel monitor vchat 127.0.0.1 {master.port} 1\nsentinel auth-pass vchat {master.password}\n"
+            "sentinel down-after-milliseconds vchat 500\nsentinel failover-timeout vchat 2000\n"
+        )
+        process = subprocess.Popen(
+            [REDIS_SERVER, str(config), "--sentinel"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
+        )
+        sentinel = Sentinel(directory / "sentinel", port, process)
+        if not _answers(process, sentinel.command):
+            raise RuntimeError(f"the Sentinel did not start: see {directory / 'sentinel' / 'log'}")
+        deadline = time.monotonic() + 30
+        while not sentinel.command("SENTINEL", "replicas", "vchat"):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Sentinel did not find the replica within 30 s")
+            time.sleep(0.1)
+        yield master, replica, sentinel
+    finally:
+        if sentinel is not None:
+            sentinel.stop()
+        replica.stop()
+        master.stop()
 
 
 def start_redis(directory: Path, *options: str) -> RedisServer:
