@@ -46,7 +46,18 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+
+from _wsload import (
+    HOST,
+    Client,
+    Load,
+    add_worker_options,
+    chat_frames,
+    parse_command_line,
+    worker_setup,
+    ws_frame,
+)
 
 from vchat.bot.stats import percentile
 from vchat.moderation.rules import BUILT_IN_RULES, find_rules
@@ -54,35 +65,6 @@ from vchat.rlimit import raise_open_files_limit
 
 ROOT = Path(__file__).resolve().parent.parent
 Args = argparse.Namespace
-HOST = "127.0.0.1"
-JSON_SUBPROTOCOL = "vchat.v1.json"
-
-# What each relaying connection says, in turn: chat lines of everyday lengths (4 to 62 characters), none the same
-# as another (more of them than the 20 recent messages the `repeated-message` rule compares) and none holding a
-# link, so that every rule looks at every message and none of them acts: the steady cost of moderation.
-RELAY_WORDS = [
-    "hi",
-    "hello",
-    "how",
-    "are",
-    "you",
-    "where",
-    "from",
-    "nice",
-    "to",
-    "meet",
-    "you",
-    "what",
-    "music",
-    "do",
-    "you",
-    "like",
-    "haha",
-    "ok",
-    "see",
-    "ya",
-]
-RELAY_TEXTS = [" ".join(RELAY_WORDS[i % 7 : i % 7 + 1 + i % 13]) + f" {i}" for i in range(32)]
 
 ECHO_SERVER = """
 import resource, sys
@@ -130,150 +112,58 @@ def available_cores(seconds: float = 1.0) -> float:
 # --- the load-generating worker (runs in its own process, with its own reactor) -------------------------
 
 
-def ws_frame(payload: bytes, opcode: int = 1) -> bytes:
-    """A client frame: FIN, `opcode`, masked with the all-zero key (valid, and free to apply)."""
-    n = len(payload)
-    if n < 126:
-        header = bytes((0x80 | opcode, 0x80 | n))
-    elif n < 65536:
-        header = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
-    else:
-        header = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
-    return header + b"\0\0\0\0" + payload
-
-
-def worker_main(args: argparse.Namespace) -> None:
+def worker_main(args: Args) -> NoReturn:
     """Open `--count` connections, report READY, then obey RELAY / LATENCY / QUIT lines on stdin."""
-    raise_open_files_limit()
+    worker_setup()
     from twisted.internet import reactor
-    from twisted.internet.protocol import ClientFactory, Protocol
-    from twisted.internet.stdio import StandardIO
-    from twisted.logger import (
-        FilteringLogObserver,
-        LogLevel,
-        LogLevelFilterPredicate,
-        globalLogBeginner,
-        textFileLogObserver,
-    )
-    from twisted.protocols.basic import LineReceiver
 
-    globalLogBeginner.beginLoggingTo(
-        [FilteringLogObserver(textFileLogObserver(sys.stderr), [LogLevelFilterPredicate(LogLevel.warn)])],
-        redirectStandardIO=False,
-    )
     vchat = args.server == "vchat"
-    handshake = (
-        f"GET /ws HTTP/1.1\r\nHost: {HOST}:{args.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-        f"Sec-WebSocket-Protocol: {JSON_SUBPROTOCOL}\r\n\r\n"
-    ).encode()
-    hello = ws_frame(json.dumps({"type": "hello", "age_confirmed": True, "gender": "u"}).encode())
+    hello = ws_frame(
+        json.dumps({"type": "hello", "age_confirmed": True, "gender": "u"}).encode()
+        if vchat
+        else b'{"type":"echo","text":"hello"}'
+    )
     search = ws_frame(json.dumps({"type": "search", "want": "any"}).encode())
     chat_prefix = b'{"type":"chat"'
-    stdio: list[Any] = []
 
-    def emit(line: str) -> None:
-        # StandardIO made stdout non-blocking: write through its transport, which buffers
-        stdio[0].write(line.encode() + b"\n")
-
-    class State:
-        """The worker's shared counters and phase."""
-
-        ready = 0
-        failed = 0
-        pending = 0
-        started = 0
-        phase = "setup"  # setup, relay, latency, drain
-        received = 0
-        errors = 0
-        samples: list[float] = []
-        sampling = False
-        sent = 0
-
-    conns: list[Conn] = []
-
-    class Conn(Protocol):
-        """One raw WebSocket client connection."""
+    class State(Load):
+        """The worker's shared counters and phase (setup, relay, latency, drain)."""
 
         def __init__(self) -> None:
-            self.buf = bytearray()
-            self.open = False
-            self.is_ready = False
-            self.match_id = ""
-            self.relay_frames: list[bytes] = []
-            self.relay_next = 0
+            super().__init__(args.count, args.concurrency)
+            self.samples: list[float] = []
+            self.sampling = False
+            self.sent = 0
 
-        def connectionMade(self) -> None:
-            self.transport.setTcpNoDelay(True)  # as browsers do; Nagle + delayed ACK would add 40 ms
-            self.transport.write(handshake)
+        def connect(self, n: int) -> None:
+            self.dial(args.port, Conn)
 
-        def connectionLost(self, reason: Any = None) -> None:
-            if not self.is_ready:
-                State.failed += 1
-                State.pending -= 1
-                launch()
-            elif State.phase != "drain":
-                State.errors += 1
+    state = State()
 
-        def dataReceived(self, data: bytes) -> None:
-            buf = self.buf
-            buf += data
-            if not self.open:
-                end = buf.find(b"\r\n\r\n")
-                if end < 0:
-                    return
-                if b" 101 " not in buf[: buf.find(b"\r\n")]:
-                    self.transport.abortConnection()
-                    return
-                del buf[: end + 4]
-                self.open = True
-                self.transport.write(hello if vchat else ws_frame(b'{"type":"echo","text":"hello"}'))
-            pos, size = 0, len(buf)
-            while size - pos >= 2:
-                b1 = buf[pos + 1]
-                n, head = b1 & 0x7F, 2
-                if n == 126:
-                    if size - pos < 4:
-                        break
-                    n, head = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
-                elif n == 127:
-                    if size - pos < 10:
-                        break
-                    n, head = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
-                if size - pos < head + n:
-                    break
-                opcode = buf[pos] & 0x0F
-                payload = bytes(buf[pos + head : pos + head + n])
-                pos += head + n
-                if opcode in (1, 2):
-                    self.message(payload)
-                elif opcode == 9:
-                    self.transport.write(ws_frame(payload, 0xA))
-                elif opcode == 8:
-                    self.transport.write(ws_frame(payload[:2], 0x8))
-                    self.transport.loseConnection()
-            del buf[:pos]
+    class Conn(Client):
+        """One raw WebSocket client connection: vchat's (hello, then search for a relay) or the echo server's."""
+
+        def __init__(self) -> None:
+            super().__init__(state, args.port, hello)
 
         def message(self, payload: bytes) -> None:
-            phase = State.phase
+            phase = state.phase
             if phase == "relay":
                 if not vchat or payload.startswith(chat_prefix):
-                    State.received += 1
-                    frames = self.relay_frames
-                    self.transport.write(frames[self.relay_next % len(frames)])
-                    self.relay_next += 1
+                    state.received += 1
+                    self.relay_on()
                 else:
-                    State.errors += 1
+                    state.errors += 1
                 return
             if phase == "latency":
                 if not vchat or payload.startswith(chat_prefix):
                     text = payload[payload.rfind(b'"text":"') + 8 : -2]  # both servers put text last
                     if text.isdigit():
-                        State.received += 1
-                        if State.sampling:
-                            State.samples.append((time.monotonic_ns() - int(text)) / 1e6)
+                        state.received += 1
+                        if state.sampling:
+                            state.samples.append((time.monotonic_ns() - int(text)) / 1e6)
                 else:
-                    State.errors += 1
+                    state.errors += 1
                 return
             if phase != "setup" or self.is_ready:
                 return
@@ -291,69 +181,35 @@ def worker_main(args: argparse.Namespace) -> None:
                 self.become_ready()
 
         def become_ready(self) -> None:
-            self.is_ready = True
-            match_id = self.match_id or "x" * 12
-            self.relay_frames = [
-                ws_frame(
-                    json.dumps(
-                        {"type": "chat", "match_id": match_id, "text": text}, separators=(",", ":")
-                    ).encode()
-                )
-                for text in RELAY_TEXTS
-            ]
-            conns.append(self)
-            State.ready += 1
-            State.pending -= 1
-            if State.ready == args.count:
-                emit(f"READY {State.ready}")
-            launch()
-
-    class ConnFactory(ClientFactory):
-        noisy = False
-        protocol = Conn
-
-        def clientConnectionFailed(self, connector: Any, reason: Any) -> None:
-            State.failed += 1
-            State.pending -= 1
-            launch()
-
-    factory = ConnFactory()
-
-    def launch() -> None:
-        while State.started < args.count and State.pending < args.concurrency:
-            State.started += 1
-            State.pending += 1
-            reactor.connectTCP(HOST, args.port, factory, timeout=30)
-        if State.failed and State.ready + State.failed == args.count:
-            emit(f"FAILED {State.failed}")
+            self.relay_frames = chat_frames(self.match_id or "x" * 12)
+            super().become_ready()
 
     def chat_prefix_for(conn: Conn) -> bytes:
         return b'{"type":"chat","match_id":' + json.dumps(conn.match_id or "x" * 12).encode() + b',"text":"'
 
     def relay(warmup: float, measure: float) -> None:
-        State.phase = "relay"
-        for conn in conns:
-            conn.transport.write(b"".join(conn.relay_frames[: args.window]))
-            conn.relay_next = args.window
+        state.start_relay(args.window)
         marks: dict[str, tuple[float, int, int]] = {}
 
         def mark(name: str) -> None:
-            marks[name] = (time.monotonic(), State.received, State.errors)
+            marks[name] = (time.monotonic(), state.received, state.errors)
             if name == "end":
-                State.phase = "drain"
+                state.phase = "drain"
                 (t0, r0, e0), (t1, r1, e1) = marks["start"], marks["end"]
-                emit("RESULT " + json.dumps({"received": r1 - r0, "seconds": t1 - t0, "errors": e1 - e0}))
+                state.emit(
+                    "RESULT " + json.dumps({"received": r1 - r0, "seconds": t1 - t0, "errors": e1 - e0})
+                )
 
         reactor.callLater(warmup, mark, "start")
         reactor.callLater(warmup + measure, mark, "end")
 
     def latency(rate: float, warmup: float, measure: float) -> None:
-        State.phase = "latency"
-        State.sampling = False
-        State.samples = []
+        state.phase = "latency"
+        state.sampling = False
+        state.samples = []
         started = time.monotonic()
         budget = [0.0, started]
-        frames = [(conn, chat_prefix_for(conn)) for conn in conns]
+        frames = [(conn, chat_prefix_for(conn)) for conn in state.conns]
         index = [0]
 
         def tick() -> None:
@@ -366,55 +222,27 @@ def worker_main(args: argparse.Namespace) -> None:
                 conn, prefix = frames[index[0] % len(frames)]
                 index[0] += 1
                 conn.transport.write(ws_frame(prefix + str(time.monotonic_ns()).encode() + b'"}'))
-            State.sent += due
+            state.sent += due
             if now - started < warmup + measure:
                 reactor.callLater(0.002, tick)
             else:
-                State.sampling = False
+                state.sampling = False
                 reactor.callLater(0.5, finish)
 
         def begin_sampling() -> None:
-            State.sampling = True
-            State.sent = 0
-            State.received = 0
+            state.sampling = True
+            state.sent = 0
+            state.received = 0
 
         def finish() -> None:
-            State.phase = "drain"
-            result = {"samples": State.samples, "sent": State.sent, "received": State.received}
-            emit("RESULT " + json.dumps(result))
+            state.phase = "drain"
+            result = {"samples": state.samples, "sent": state.sent, "received": state.received}
+            state.emit("RESULT " + json.dumps(result))
 
         reactor.callLater(warmup, begin_sampling)
         tick()
 
-    class Commands(LineReceiver):
-        delimiter = b"\n"
-
-        def lineReceived(self, line: bytes) -> None:
-            words = line.decode().split()
-            if not words:
-                return
-            if words[0] == "RELAY":
-                relay(float(words[1]), float(words[2]))
-            elif words[0] == "LATENCY":
-                latency(float(words[1]), float(words[2]), float(words[3]))
-            elif words[0] == "QUIT":
-                self.stop()
-
-        def connectionLost(self, reason: Any = None) -> None:
-            self.stop()
-
-        def stop(self) -> None:
-            State.phase = "drain"
-            if reactor.running:
-                reactor.stop()
-
-    commands = Commands()
-    StandardIO(commands)
-    stdio.append(commands.transport)
-    reactor.callLater(args.deadline, commands.stop)  # never outlive the orchestrator by much
-    launch()
-    reactor.run()
-    os._exit(0)  # skip closing thousands of sockets one by one on the way out
+    state.run(args.deadline, {"RELAY": relay, "LATENCY": latency})
 
 
 # --- the orchestrator --------------------------------------------------------------------------------------
@@ -928,6 +756,14 @@ def _writer() -> Callable[[str], None]:
     return write
 
 
+def write_json(path: str | None, figures: dict[str, Any]) -> None:
+    """The figures, as indented JSON, into the file at `path` (--json); without one, nothing."""
+    if path:
+        with open(path, "w", encoding="utf-8") as file:
+            json.dump(figures, file, indent=2)
+            file.write("\n")
+
+
 def _counts(text: str) -> list[int]:
     counts = [int(part) for part in text.split(",") if part]
     if not counts or min(counts) < 2:
@@ -970,31 +806,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="server on the first CPU, load generators on the others (default: on, with 2 or more CPUs)",
     )
     # worker-only options
-    add("--worker", action="store_true", help=argparse.SUPPRESS)
+    add_worker_options(parser)
     add("--server", choices=["vchat", "echo"], help=argparse.SUPPRESS)
     add("--port", type=int, help=argparse.SUPPRESS)
     add("--mode", choices=["idle", "relay"], help=argparse.SUPPRESS)
-    add("--count", type=int, help=argparse.SUPPRESS)
-    add("--deadline", type=float, default=600.0, help=argparse.SUPPRESS)
     return parser
 
 
 def main() -> None:
-    """Run the benchmark, or one of its workers."""
-    args = build_parser().parse_args()
-    if args.worker:
-        worker_main(args)
-        return
+    """Run the benchmark, or (with --worker) one of its workers."""
+    args = parse_command_line(build_parser(), worker_main)
     if args.relay_conns < 2 or args.relay_conns % 2:
         raise SystemExit("--relay-conns must be an even number of at least 2")
     if args.rounds < 1:
         raise SystemExit("--rounds must be at least 1")
     results = orchestrate(args)
     report_table(results, _writer())
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as file:
-            json.dump(results, file, indent=2)
-            file.write("\n")
+    write_json(args.json, results)
 
 
 if __name__ == "__main__":

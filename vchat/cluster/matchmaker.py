@@ -33,6 +33,7 @@ entry is written again (`since` kept), so the other nodes see them again.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -42,7 +43,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from vchat.cluster.entries import QueueEntry
+from vchat.cluster.entries import QueueEntry, partner_partitions
 from vchat.cluster.matcher import Matcher
 from vchat.cluster.outage import Outage
 from vchat.cluster.queue import SharedQueue, Take
@@ -59,6 +60,9 @@ CALL_TIMEOUT = 2.0
 """Seconds Redis has to answer a call of the matchmaker before it counts as away."""
 PROBE_INTERVAL = 1.0
 """Seconds between tries to reach Redis again during an outage."""
+QUEUE_DELAY = 0.05
+"""Seconds a user who found nobody waits on its node alone before its entry goes to the shared queue: a busy
+node pairs most of its users with each other within that, without a call to Redis."""
 REFRESH_INTERVAL = 10.0
 """Seconds between rewrites of the waiting users' entries, which puts back any whose claim was lost unseen."""
 
@@ -75,6 +79,7 @@ class _Ticket:
     timer: IDelayedCall | None = None
     match_id: str | None = None  # the match offered, while offering
     rewritten: bool = False  # its entry was written again: a claim may have left a copy in the shared queue
+    queued: bool = False  # its entry was sent to the shared queue (it may be claimed)
 
     @property
     def session_id(self) -> str:
@@ -108,6 +113,11 @@ class ClusterMatchmaker:
         self._outage = Outage(clock, self._log)
         self._probe: IDelayedCall | None = None
         self._refresh: IDelayedCall | None = None
+        # Users waiting here whose entries are not in the shared queue yet, and the timer that sends them.
+        self._unqueued: dict[str, _Ticket] = {}
+        self._send_timer: IDelayedCall | None = None
+        # The other nodes' longest waits by partition (NodePresence.others_waiting), for the fairness check.
+        self.others_waiting: Callable[[], list[Mapping[str, float]]] = list
 
     # --- IMatchmaker ----------------------------------------------------------------------------------
 
@@ -135,7 +145,8 @@ class ClusterMatchmaker:
             return
         self._stop_timer(ticket)
         self.engine.cancel(session_id)
-        if ticket.state != "offering" and not self._outage.ongoing:
+        self._unqueued.pop(session_id, None)
+        if ticket.queued and ticket.state != "offering" and not self._outage.ongoing:
             self._call(self._queue.withdraw(session_id))
 
     def forget(self, session_id: str) -> None:
@@ -149,26 +160,40 @@ class ClusterMatchmaker:
     def waiting(self) -> int:
         return len(self._tickets)
 
+    def longest_waits(self) -> dict[str, float]:
+        """Since when the longest-waiting user of each (gender, want) partition that this node has in the
+        shared queue waits ("m:any": time): what its heartbeat tells the other nodes' fairness checks."""
+        oldest: dict[str, float] = {}
+        for ticket in self._tickets.values():
+            if ticket.queued and ticket.state in ("local", "shared"):
+                entry = ticket.entry
+                partition = f"{entry.gender}:{entry.want}"
+                oldest[partition] = min(oldest.get(partition, entry.since), entry.since)
+        return oldest
+
     def shutdown(self) -> None:
         for ticket in self._tickets.values():
             self._stop_timer(ticket)
-        for timer in (self._probe, self._refresh):
+        for timer in (self._probe, self._refresh, self._send_timer):
             if timer is not None and timer.active():
                 timer.cancel()
-        self._probe = self._refresh = None
+        self._probe = self._refresh = self._send_timer = None
 
     # --- the local path -------------------------------------------------------------------------------
 
     def _search_locally(self, ticket: _Ticket) -> None:
-        """Pair `ticket`'s user with a user waiting on this node, or let it wait here and in the shared queue."""
+        """Pair `ticket`'s user with a user waiting on this node, or let it wait here (and in the shared queue
+        once it has waited `QUEUE_DELAY`, or at once if it was queued before)."""
         ticket.state = "local"
         now = self._clock.seconds()
         pair = self.engine.search(ticket.entry.seeker(), now)
         if pair is None:
-            if not self._outage.ongoing:
-                self._call(self._queue.enqueue(ticket.entry))
-                if self.matcher is not None:
-                    self.matcher.nudge()
+            if ticket.queued:
+                self._enqueue(ticket)
+            else:
+                self._unqueued[ticket.session_id] = ticket
+                if self._send_timer is None:
+                    self._send_timer = self._clock.callLater(QUEUE_DELAY, self._send_waiting)
             return
         waiting = self._tickets.get(pair.waiting)
         if waiting is None:  # pragma: no cover - every user in the engine has a ticket
@@ -178,10 +203,55 @@ class ClusterMatchmaker:
         if self._outage.ongoing:  # this node alone: as a single node does
             self._start_local(waiting, ticket)
             return
+        if not waiting.queued:
+            # Nobody else can take the waiting user: only fairness may stand in the way.
+            if not self._someone_waits_long(ticket.entry, now):
+                self._start_local(waiting, ticket)
+                return
+            self.engine.retract(pair)
+            ticket.queued = True
+            ticket.state = "shared"  # for the matcher, who serves the longest-waiting first
+            self._enqueue(ticket)
+            self._search_locally(waiting)
+            return
         waiting.state = ticket.state = "taking"
         taking = self._call(self._queue.take(pair.waiting, ticket.entry, now - FAIR_WAIT))
         taking.addCallback(self._taken, pair, waiting, ticket)
         taking.addErrback(self._fenced, "a local match")
+
+    def _someone_waits_long(self, entry: QueueEntry, now: float) -> bool:
+        """Whether, by the latest heartbeats, another node has had a user in the shared queue for longer than
+        `FAIR_WAIT` in a partition that suits `entry` by gender and want (countries are not told: it may be
+        no partner for it after all, and the matcher then finds it another)."""
+        bound = now - FAIR_WAIT
+        partitions = [f"{gender}:{want}" for gender, want in partner_partitions(entry.gender, entry.want)]
+        return any(
+            waits.get(partition, bound + 1) <= bound
+            for waits in self.others_waiting()
+            for partition in partitions
+        )
+
+    def _enqueue(self, ticket: _Ticket) -> None:
+        """Write `ticket`'s entry to the shared queue, and tell the matcher if it is this node's."""
+        self._unqueued.pop(ticket.session_id, None)
+        if self._outage.ongoing:
+            return
+        ticket.queued = True
+        self._call(self._queue.enqueue(ticket.entry))
+        if self.matcher is not None:
+            self.matcher.nudge()
+
+    def _send_waiting(self) -> None:
+        """Send the entries of the users who have waited here `QUEUE_DELAY` to the shared queue."""
+        self._send_timer = None
+        due = self._clock.seconds() - QUEUE_DELAY
+        for ticket in [ticket for ticket in self._unqueued.values() if ticket.entry.since <= due]:
+            self._enqueue(ticket)
+        if self._unqueued:
+            earliest = min(ticket.entry.since for ticket in self._unqueued.values())
+            self._send_timer = self._clock.callLater(
+                max(0.0, earliest + QUEUE_DELAY - self._clock.seconds()), self._send_waiting
+            )
 
     def _taken(self, take: Take | None, pair: Pair, waiting: _Ticket, arriving: _Ticket) -> None:
         waiting_here, arriving_here = self._current(waiting, "taking"), self._current(arriving, "taking")
@@ -199,6 +269,7 @@ class ClusterMatchmaker:
                 self._search_locally(arriving)
             return
         if take is Take.DEFERRED and arriving_here:
+            arriving.queued = True
             arriving.state = "shared"
         if waiting_here:
             self._search_locally(waiting)  # it was taken and is alone again, or fairness left it waiting
@@ -346,6 +417,7 @@ class ClusterMatchmaker:
         """`ticket`'s user is matched: it waits no more."""
         self._stop_timer(ticket)
         self._tickets.pop(ticket.session_id, None)
+        self._unqueued.pop(ticket.session_id, None)
         self.engine.cancel(ticket.session_id)
         if ticket.rewritten and not self._outage.ongoing:
             self._call(self._queue.withdraw(ticket.session_id))
@@ -391,7 +463,7 @@ class ClusterMatchmaker:
         self._refresh = None
         if not self._outage.ongoing:
             for ticket in self._tickets.values():
-                if ticket.state in ("local", "shared"):
+                if ticket.queued and ticket.state in ("local", "shared"):
                     ticket.rewritten = True
                     self._call(self._queue.enqueue(ticket.entry))
         if self._tickets:
@@ -402,7 +474,7 @@ class ClusterMatchmaker:
         claimed users wait again, as their pairs may be lost."""
         for ticket in list(self._tickets.values()):
             if ticket.state in ("local", "shared"):
-                self._call(self._queue.enqueue(ticket.entry))
+                self._enqueue(ticket)
             elif ticket.state == "claimed":
                 self._search_locally(ticket)
 

@@ -365,7 +365,8 @@ def cluster_node(
         await queue.remove_node(dead)
         link.broadcast({"type": "dead", "dead": dead})
 
-    presence = NodePresence(node_id, handle, reactor, counts, bury)
+    presence = NodePresence(node_id, handle, reactor, counts, bury, waiting=matchmaker.longest_waits)
+    matchmaker.others_waiting = presence.others_waiting
     matcher = matchmaker.matcher = Matcher(
         queue, node_id, reactor, matchmaker.paired, recent_partners, recent_seconds, rematch_after
     )

@@ -9,7 +9,11 @@ them on a Redis Cluster too, as the store's `{store}` does):
     nodes          sorted set: the registered node ids, each scored by the time of its last heartbeat (by
                    that node's clock: for people reading it; liveness is only the record's expiry)
     node:<id>      string, expiring `ttl` after the node's last heartbeat (SET ... PX): its record, JSON
-                   {"matched": int, "online": int, "searching": int, "started_at": seconds since the epoch}
+                   {"matched": int, "online": int, "searching": int, "started_at": seconds since the epoch,
+                    "waiting": {"<gender>:<want>": seconds since the epoch, ...}}, where `waiting` (left out
+                   when empty) says since when the longest-waiting user of the node in the shared queue has
+                   waited, in each (gender, want) partition that has one: what the other nodes' fairness
+                   check reads (vchat.cluster.matchmaker)
 
 A registered node whose record has expired is dead. The script that finds it removes it from `nodes` in the
 same atomic step, so exactly one living node claims each dead node and calls `on_node_dead` for it, once.
@@ -31,7 +35,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from twisted.application.service import Service
@@ -55,6 +59,7 @@ MAX_COUNT = 2**53
 
 _NODE_ID = re.compile(r"[!-~]{1,64}")
 _COUNTS = ("online", "searching", "matched")
+_PARTITION = re.compile(r"[mfu]:(?:any|m|f)")
 
 # KEYS[1]: the prefix. ARGV: node id, record, TTL (ms), time of the heartbeat. Gives JSON: [joined (1 when
 # this node was not registered), [[id, record, or false if it is not printable ASCII], ...], [dead id, ...]].
@@ -103,10 +108,12 @@ class NodeCounts:
 
 @dataclass(frozen=True, slots=True)
 class NodeRecord:
-    """What a node's heartbeat says: its figures, and when it started (seconds since the epoch)."""
+    """What a node's heartbeat says: its figures, when it started (seconds since the epoch), and since when the
+    longest-waiting user of each (gender, want) partition it has in the shared queue waits ("m:any": time)."""
 
     counts: NodeCounts
     started_at: float
+    waiting: Mapping[str, float] = field(default_factory=dict)
 
 
 def total(counts: Iterable[NodeCounts]) -> NodeCounts:
@@ -124,13 +131,16 @@ def check_node_id(node_id: str) -> str:
 def encode_record(record: NodeRecord) -> str:
     """`record` as its node's key holds it: compact JSON, ASCII only."""
     counts = record.counts
+    fields: dict[str, Any] = {
+        "online": counts.online,
+        "searching": counts.searching,
+        "matched": counts.matched,
+        "started_at": float(record.started_at),
+    }
+    if record.waiting:
+        fields["waiting"] = {partition: float(since) for partition, since in record.waiting.items()}
     return json.dumps(
-        {
-            "online": counts.online,
-            "searching": counts.searching,
-            "matched": counts.matched,
-            "started_at": float(record.started_at),
-        },
+        fields,
         allow_nan=False,
         separators=(",", ":"),
         sort_keys=True,
@@ -163,7 +173,21 @@ def decode_record(raw: str | bytes) -> NodeRecord:
         or not math.isfinite(started_at)
     ):
         raise ValueError("the record's started_at is not a time")
-    return NodeRecord(NodeCounts(*counts), float(started_at))
+    waiting = data.get("waiting", {})
+    if not isinstance(waiting, dict) or not all(
+        isinstance(partition, str)
+        and _PARTITION.fullmatch(partition)
+        and not isinstance(since, bool)
+        and isinstance(since, int | float)
+        and math.isfinite(since)
+        for partition, since in waiting.items()
+    ):
+        raise ValueError("the record's waiting is not a map of partitions (such as m:any) to times")
+    return NodeRecord(
+        NodeCounts(*counts),
+        float(started_at),
+        {partition: float(since) for partition, since in waiting.items()},
+    )
 
 
 @dataclass(frozen=True)
@@ -276,10 +300,12 @@ class NodePresence(Service):
         interval: float = DEFAULT_INTERVAL,
         ttl: float = DEFAULT_TTL,
         timeout: float | None = None,
+        waiting: Callable[[], Mapping[str, float]] = dict,
     ) -> None:
-        """`counts` gives this node's current figures; `on_node_dead(node_id)` is called once in the whole
-        cluster for each dead node (it may return a Deferred; its failures are logged). A heartbeat that
-        Redis has not answered within `timeout` seconds (default: `ttl`) failed."""
+        """`counts` gives this node's current figures, and `waiting` the record's `waiting`;
+        `on_node_dead(node_id)` is called once in the whole cluster for each dead node (it may return a
+        Deferred; its failures are logged). A heartbeat that Redis has not answered within `timeout` seconds
+        (default: `ttl`) failed."""
         if not 0 < interval < ttl:
             raise ValueError(
                 f"the heartbeat interval ({interval:g} s) must be above 0 and below the TTL ({ttl:g} s)"
@@ -293,6 +319,10 @@ class NodePresence(Service):
         self._ttl = ttl
         self._timeout = ttl if timeout is None else timeout
         self._view = ClusterView(node_id, ttl)
+        self._waiting = waiting
+        # The other living nodes' `waiting`, as of the latest reading (read when), none since a failure.
+        self._others_waiting: list[Mapping[str, float]] = []
+        self._waiting_read_at = 0.0
         self._started_at = 0.0
         self._last_counts = NodeCounts()
         self._next: IDelayedCall | None = None
@@ -305,6 +335,13 @@ class NodePresence(Service):
         """The sum of the living nodes' figures, this node's current ones included; this node's alone while
         Redis fails. Needs no round trip to Redis."""
         return self._view.totals(self._counts(), self._clock.seconds())
+
+    def others_waiting(self) -> list[Mapping[str, float]]:
+        """The other living nodes' `waiting` (see the module) as of the latest heartbeat, if that is at most
+        `ttl` old; none while Redis fails."""
+        if self._clock.seconds() - self._waiting_read_at > self._ttl:
+            return []
+        return self._others_waiting
 
     def others(self) -> dict[str, NodeCounts]:
         """The other living nodes' figures as of the latest heartbeat (none while Redis fails); cheap: no
@@ -370,7 +407,7 @@ class NodePresence(Service):
             self._next = self._clock.callLater(delay, self._tick)
 
     async def _beat(self) -> None:
-        record = encode_record(NodeRecord(self._current_counts(), self._started_at))
+        record = encode_record(NodeRecord(self._current_counts(), self._started_at, self._current_waiting()))
         now = self._clock.seconds()
         try:
             reply = await self._run(_BEAT, self.node_id, record, str(math.ceil(self._ttl * 1000)), repr(now))
@@ -383,6 +420,12 @@ class NodePresence(Service):
         self._view.read(
             {node: record.counts for node, record in reading.living.items()}, self._clock.seconds()
         )
+        self._others_waiting = [
+            record.waiting
+            for node, record in reading.living.items()
+            if node != self.node_id and record.waiting
+        ]
+        self._waiting_read_at = self._clock.seconds()
         self._note_malformed(reading.malformed)
         for node in reading.dead:
             if node != self.node_id:
@@ -395,12 +438,20 @@ class NodePresence(Service):
             self._log.failure("cannot count the users of node {node}", node=self.node_id)
         return self._last_counts
 
+    def _current_waiting(self) -> Mapping[str, float]:
+        try:
+            return self._waiting()
+        except Exception:
+            self._log.failure("cannot read the waiting users of node {node}", node=self.node_id)
+            return {}
+
     def _run(self, script: str, *args: str) -> Deferred[Any]:
         running: Deferred[Any] = maybeDeferred(self._redis.eval, script, [KEY_PREFIX], list(args))
         return running.addTimeout(self._timeout, self._clock)
 
     def _failed(self, error: Exception) -> None:
         self._view.lost()
+        self._others_waiting = []
         self._outage.failed(
             "node {node} cannot reach Redis ({error}): counting this node's users alone until it is back",
             node=self.node_id,
