@@ -17,6 +17,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
 from twisted.internet.task import deferLater
 
+from vchat.store.redis_testing import free_port
 from vchat.testing import OFFERED, Message, SignalingClient, connect, hello_message
 
 pytestmark = pytest.mark.timeout(60)
@@ -394,3 +395,49 @@ async def test_a_pair_the_matcher_cannot_announce_is_matched_again(own_cluster: 
         await matched(woman, man, timeout=15)
     finally:
         await close([woman, man])
+
+
+@pytest.fixture
+def one_port(tmp_path: Path) -> Iterator[tuple[Cluster, str]]:
+    """Two nodes sharing one listening port (`reuseport:`), as the processes of one machine do; and its URL."""
+    port = free_port()
+    shared = ("--ws", f"reuseport:{port}:interface=127.0.0.1", "--max-connections-per-ip", "500")
+    with running_cluster(tmp_path, 2, *shared) as running:
+        yield running, f"ws://127.0.0.1:{port}/ws"
+
+
+@pytest_twisted.ensureDeferred
+async def test_processes_sharing_one_port_are_one_service_and_resume_across_each_other(
+    one_port: tuple[Cluster, str],
+) -> None:
+    _, url = one_port
+    clients: list[SignalingClient] = []
+    welcomes: list[Message] = []
+    for _ in range(24):
+        client = await connect(reactor, url, OFFERED["json"])
+        client.send(hello_message(gender="u"))
+        welcomes.append(await client.expect("welcome"))
+        clients.append(client)
+    homes = {welcome["resume_token"].rpartition("~")[2] for welcome in welcomes}
+    assert homes == {"n1", "n2"}  # the kernel spread the connections over both processes
+    for client in clients:
+        await search(client)
+    matches: dict[str, list[int]] = defaultdict(list)
+    for index, client in enumerate(clients):
+        matches[(await client.expect("matched", 10.0))["match_id"]].append(index)
+    assert sorted(len(pair) for pair in matches.values()) == [2] * 12
+    # Each user of a match drops its connection and resumes on whichever process the kernel picks: the
+    # match goes on, across processes or not.
+    for match_id, (first, second) in matches.items():
+        clients[first].transport.abortConnection()
+        await clients[second].expect("partner_reconnecting", 10.0)
+        back = await connect(reactor, url, OFFERED["json"])
+        back.send(hello_message(gender="u", resume=welcomes[first]["resume_token"]))
+        resumed = await back.expect("welcome", 10.0)
+        assert resumed["resumed"] is True and resumed["match"]["match_id"] == match_id
+        assert (await clients[second].expect("partner_resumed", 10.0))["match_id"] == match_id
+        back.send({"type": "chat", "match_id": match_id, "text": "still here"})
+        assert (await clients[second].expect("chat", 10.0))["text"] == "still here"
+        clients[first] = back
+    for client in clients:
+        client.sendClose(1000)
