@@ -6,6 +6,10 @@ node, the sender included (Redis delivers a channel's messages to every subscrib
 subscription is one: a node applies its own bans the way it applies the others'). Received messages go to one
 handler, `on_message(message, broadcast)`.
 
+Batches: what a node sends during one turn of its reactor is published at the end of that turn, in the order
+sent, each run of messages to one channel as one PUBLISH of a `batch` message (vchat.cluster.wire) when it
+fits: under load one PUBLISH carries many messages, and no message waits longer than the turn.
+
 Order: the messages one node sends another arrive in the order it sent them. A node publishes over exactly
 one connection, so Redis reads its PUBLISH commands in the order they were written, and runs them one after
 the other; each PUBLISH appends the message to every subscriber's output, which goes out over that
@@ -175,8 +179,9 @@ class NodeBus:
             await factory.disconnect()
 
     def send(self, node_id: str, message: dict[str, Any]) -> bool:
-        """Publish `message` to node `node_id`'s inbox; True once it is written to Redis. False, counted as
-        dropped, when Redis cannot be reached now: nothing is kept to send later. WireError if `message`
+        """Publish `message` to node `node_id`'s inbox at the end of this reactor turn; True if it will be.
+        False, counted as dropped, when Redis cannot be reached now: nothing is kept to send later (a message
+        whose connection is lost before the turn ends is counted as dropped then). WireError if `message`
         cannot go between nodes (a bug of the caller), ValueError if `node_id` is no node id."""
         return self._publish(inbox_channel(node_id), message)
 
