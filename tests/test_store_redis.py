@@ -1,9 +1,10 @@
 """The Redis store: the store contract against a real redis-server, and what is Redis's own: snapshots
-that expire by themselves, the key layout, atomic decisions between nodes, the URL, a Redis restart, TLS,
-and what opening says when Redis cannot be used."""
+that expire by themselves, the key layout, atomic decisions and logins between nodes, purged reports
+rewritten in Lua, the URL, a Redis restart, TLS, and what opening says when Redis cannot be used."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -15,14 +16,16 @@ import pytest
 import pytest_twisted
 import txredisapi
 from twisted.internet import reactor
-from twisted.internet.defer import DeferredList
+from twisted.internet.defer import DeferredList, gatherResults
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
 from vchat.store import redis_testing
+from vchat.store.account_records import DELETED_REPORTER, AccountSettings
+from vchat.store.account_testing import a_ban_on, a_login, a_report_by, email_hash
 from vchat.store.interface import AlreadyResolved, IStore, StoreError
-from vchat.store.records import BanTarget
+from vchat.store.records import BanTarget, NewReport, Report
 from vchat.store.redis import KEY_PREFIX, RedisAddress, RedisStore, parse_redis_url
 from vchat.store.redis_testing import RedisServer, free_port, running_redis
 from vchat.store.testing import DurableStoreContract, a_ban, a_flag, a_report, ip_ban, jpeg, png
@@ -169,9 +172,17 @@ KEY_SHAPES = [
     r"report:ID",
     r"report:ID:snapshot",
     r"reports:(open|dismissed|banned)",
+    r"reports:reporter:.+",
     r"snapshots:reports",
     r"flag:ID",
     r"flags:(open|resolved)",
+    r"account:ID",
+    r"account:ID:identities",
+    r"account:ID:emails",
+    r"identity:(facebook|vk|oidc):.+",
+    r"email:[0-9a-f]{64}",
+    r"accounts:purge",
+    r"secret:.+",
     r"schema",
 ]
 
@@ -190,6 +201,10 @@ async def test_every_key_has_the_prefix_and_a_documented_shape(
         await store.add_report(a_report(), jpeg())
         await store.resolve_flag((await store.add_flag(a_flag())).id, 1100.0)
         await store.add_flag(a_flag())
+        account = await store.log_in(a_login("oidc", "https://id.example:sub-1"))
+        await store.update_settings(account.account_id, AccountSettings(lang="de"))
+        await store.delete_account(account.account_id, 2000.0, 9e9)
+        await store.secret("email")
     keys: list[str] = []
     cursor = b"0"
     while True:
@@ -220,6 +235,73 @@ async def test_two_nodes_deciding_one_report_make_one_ban(redis_url: str) -> Non
             assert outcomes == ["Failure", "Report"]
             assert [result.check(AlreadyResolved) for ok, result in decisions if not ok] == [AlreadyResolved]
         assert len(await first.list_bans(None, 1100.0, 100)) == 20
+
+
+@pytest_twisted.ensureDeferred
+async def test_nodes_logging_a_new_user_in_at_once_make_one_account(redis_url: str) -> None:
+    async with opened(redis_url) as first, opened(redis_url) as second:
+        for n in range(20):
+            mail = email_hash(f"user{n}@example.org")
+            logins = [
+                store.log_in(a_login(provider, f"{n}-{provider}", email_hash=mail))
+                for store in (first, second)
+                for provider in ("facebook", "vk")
+            ]
+            accounts = await gatherResults(logins)
+            assert len({account.account_id for account in accounts}) == 1
+            final = await first.get_account(accounts[0].account_id)
+            assert final is not None and len(final.identities) == 2
+            assert await second.secret(f"race-{n}") == await first.secret(f"race-{n}")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_purge_rewrites_only_the_reporter_of_a_record(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    """The script rewrites the record's JSON without decoding it: text that looks like JSON inside its
+    strings, nested members of the same names and exact times are kept as Python would write them."""
+    tricky = 'quote " backslash \\ ","reporter_user_id":"x"} {[ ] ], é \\u00e9 🙂'
+    async with opened(redis_url) as store:
+        account = await store.log_in(a_login())
+        made = NewReport(
+            reporter_user_id=account.account_id,
+            reporter_device_id='dev "7" \\',
+            reported_user_id="u-1",
+            reported_device_id=tricky,
+            reported_ip="203.0.113.7",
+            reported_client={"reporter_user_id": account.account_id, tricky: tricky, "n": 1.1, "b": None},
+            reason="spam",
+            comment=tricky,
+            created_at=1718000000.123456,
+        )
+        report = await store.add_report(made, None)
+        await store.delete_account(account.account_id, 2000.0, 3000.0)
+        assert await store.purge(3000.0, 1e9) is None
+        expected = replace(report, reporter_user_id=DELETED_REPORTER, reporter_device_id=None)
+        assert await store.get_report(report.id) == expected
+        stored = await command(redis_server, "HGET", f"{KEY_PREFIX}report:{report.id}", "record")
+        fields = {name: getattr(expected, name) for name in NewReport.__dataclass_fields__}
+        assert stored == json.dumps(fields, allow_nan=False, separators=(",", ":"), sort_keys=True).encode()
+        assert await store.reports_by(DELETED_REPORTER, 10) == [expected]
+
+
+@pytest_twisted.ensureDeferred
+async def test_ids_that_are_no_account_s_find_none(redis_url: str) -> None:
+    async with opened(redis_url) as store:
+        account = await store.log_in(a_login())
+        for key in (f"{account.account_id}:identities", f"{account.account_id}:emails", ""):
+            assert await store.get_account(key) is None
+            assert await store.update_settings(key, AccountSettings()) is None
+            assert await store.delete_account(key, 2000.0, 3000.0) is None
+        assert await store.get_account(account.account_id) == account
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_imported_report_is_found_by_its_reporter(redis_url: str) -> None:
+    async with opened(redis_url) as store:
+        report = Report.of(a_report_by("u-7"), id="imported-report", status="dismissed", resolved_at=5.0)
+        assert await store.import_report(report, None)
+        assert await store.reports_by("u-7", 10) == [report]
 
 
 @pytest_twisted.ensureDeferred
@@ -261,6 +343,26 @@ async def test_a_restarted_redis_keeps_everything_and_the_store_reconnects(
         assert await store.ban_snapshot(ban.id) == jpeg(b"kept")
         ttl = await command(persistent_redis, "PTTL", snapshot_key("ban", ban.id))
         assert 3_500_000 < ttl <= 3_600_000
+
+
+@pytest_twisted.ensureDeferred
+async def test_accounts_and_secrets_survive_a_redis_restart(persistent_redis: RedisServer) -> None:
+    async with opened(persistent_redis.url) as store:
+        first = await store.log_in(a_login())
+        account = await store.update_settings(first.account_id, AccountSettings("de", "en", True, "f"))
+        banned = await store.log_in(a_login("vk", "77", email_hash=None))
+        await store.add_ban(a_ban_on(banned.account_id, 1000.0, None), None)
+        await store.delete_account(banned.account_id, 2000.0, 3000.0)
+        assert await store.purge(3000.0, 1e9) is None  # a tombstone while the ban lasts, for good
+        tombstone = await store.get_account(banned.account_id)
+        key = await store.secret("email")
+    await deferToThread(persistent_redis.stop)
+    await deferToThread(persistent_redis.restart)
+    async with opened(persistent_redis.url) as store:
+        assert account is not None and await store.get_account(account.account_id) == account
+        assert tombstone is not None and await store.log_in(a_login("vk", "77", at=4000.0)) == tombstone
+        assert await store.log_in(a_login(at=4000.0)) == replace(account, last_login_at=4000.0)
+        assert await store.secret("email") == key
 
 
 @pytest_twisted.ensureDeferred

@@ -16,6 +16,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
+from vchat.store.account_testing import DAY, a_ban_on, a_login
 from vchat.store.interface import IStore, StoreError
 from vchat.store.memory import MemoryStore
 from vchat.store.service import PURGE_RETRY, PurgingStore, StoreService
@@ -97,6 +98,35 @@ def test_a_ban_for_a_report_brings_the_purge_forward() -> None:
     clock.advance(90)
     assert fired(memory.ban_snapshot(resolved.ban_id)) is None
     assert clock.getDelayedCalls() == []
+
+
+def test_a_deleted_account_is_purged_at_the_time_asked() -> None:
+    memory = MemoryStore()
+    clock = Clock()
+    _, store, _ = started(memory, clock)
+    account = fired(store.log_in(a_login(at=0.0)))
+    fired(store.delete_account(account.account_id, 0.0, 30 * DAY))
+    clock.advance(30 * DAY - 1)
+    assert fired(memory.get_account(account.account_id)) is not None
+    clock.advance(1)
+    assert fired(memory.get_account(account.account_id)) is None
+    assert clock.getDelayedCalls() == []
+
+
+def test_lifting_the_ban_that_kept_a_deleted_accounts_identities_purges_them() -> None:
+    memory = MemoryStore()
+    clock = Clock()
+    _, store, _ = started(memory, clock)
+    account = fired(store.log_in(a_login(at=0.0)))
+    ban = fired(store.add_ban(a_ban_on(account.account_id, 0.0), None))  # for good
+    fired(store.delete_account(account.account_id, 0.0, 10.0))
+    clock.advance(10)
+    assert fired(memory.get_account(account.account_id)) is not None  # the ban keeps its identities
+    assert clock.getDelayedCalls() == []
+    clock.advance(5)
+    fired(store.end_ban(ban.id, 15.0))
+    clock.advance(0)
+    assert fired(memory.get_account(account.account_id)) is None
 
 
 def test_stopping_cancels_the_timer_and_closes_the_store() -> None:

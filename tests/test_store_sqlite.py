@@ -1,5 +1,6 @@
 """The SQLite store: the store contract, its schema and migrations, what it says when it cannot open, that
-no deleted image can be found in the data directory, and that only its own thread touches the database."""
+no deleted image or purged account can be found in the data directory, and that only its own thread touches
+the database."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
+from vchat.store import sqlite as sqlite_store
+from vchat.store.account_testing import DAY, a_ban_on, a_login, a_report_by, email_hash
 from vchat.store.interface import IStore, StoreError
 from vchat.store.sqlite import DATABASE_NAME, MIGRATIONS, SQLiteStore
 from vchat.store.testing import DurableStoreContract, a_ban, a_report, jpeg, png
@@ -72,6 +75,42 @@ async def test_migrations_run_on_an_empty_file_and_reopening_changes_nothing(tmp
     async with opened(tmp_path) as store:
         assert await store.get_ban(ban.id) == ban
     assert schema_version(tmp_path / DATABASE_NAME) == len(MIGRATIONS)
+
+
+def table_names(path: Path) -> set[str]:
+    with sqlite3.connect(path) as db:
+        names = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    db.close()
+    return names
+
+
+@pytest.mark.parametrize("version", range(1, len(MIGRATIONS)))
+@pytest_twisted.ensureDeferred
+async def test_an_older_schema_is_brought_up_to_date_keeping_its_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: int
+) -> None:
+    with monkeypatch.context() as older:
+        older.setattr(sqlite_store, "MIGRATIONS", MIGRATIONS[:version])
+        async with opened(tmp_path) as store:
+            ban = await store.add_ban(a_ban_on("u-7"), jpeg(b"kept"))
+            report = await store.add_report(a_report_by("u-7"), png(b"open"))
+        assert schema_version(tmp_path / DATABASE_NAME) == version
+        assert "accounts" not in table_names(tmp_path / DATABASE_NAME)
+
+    async with opened(tmp_path) as store:
+        assert await store.get_ban(ban.id) == ban
+        assert await store.ban_snapshot(ban.id) == jpeg(b"kept")
+        assert await store.get_report(report.id) == report
+        assert await store.report_snapshot(report.id) == png(b"open")
+        assert await store.bans_on_user("u-7") == [ban]
+        assert await store.reports_by("u-7", 10) == [report]
+        account = await store.log_in(a_login())
+        assert await store.get_account(account.account_id) == account
+        assert len(await store.secret("email")) == 32
+    assert schema_version(tmp_path / DATABASE_NAME) == len(MIGRATIONS)
+    assert {"accounts", "account_identities", "account_emails", "secrets"} <= table_names(
+        tmp_path / DATABASE_NAME
+    )
 
 
 @pytest_twisted.ensureDeferred
@@ -164,6 +203,50 @@ async def test_no_deleted_image_remains_anywhere_in_the_data_directory(tmp_path:
         assert await store.get_ban(lifted.id) == replace(lifted, ended_at=1050.0, has_snapshot=False)
         assert await store.get_report(expired.id) == replace(expired, has_snapshot=False)
         assert await store.ban_snapshot(permanent.id) == jpeg(kept)
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_purged_account_remains_anywhere_in_the_data_directory(tmp_path: Path) -> None:
+    """An account purged outright and one kept as a tombstone: after the purge, no file in the data directory
+    holds their e-mail hashes, and the tombstone's identity is still there while its ban lasts."""
+    gone_hash, banned_hash = email_hash("gone@example.org"), email_hash("banned@example.org")
+    async with opened(tmp_path) as store:
+        gone = await store.log_in(a_login("vk", "gone-7f3a9c", email_hash=gone_hash))
+        banned = await store.log_in(a_login("oidc", "banned-7f3a9c", email_hash=banned_hash))
+        await store.add_ban(a_ban_on(banned.account_id, 1000.0, 5000.0), None)
+        for account in (gone, banned):
+            await store.delete_account(account.account_id, 1000.0, 2000.0)
+        assert await store.purge(2000.0, 1e9) == 5000.0
+
+    contents = b"".join(path.read_bytes() for path in tmp_path.rglob("*") if path.is_file())
+    assert b"banned-7f3a9c" in contents  # the search finds what is still there
+    for gone_data in (gone_hash, banned_hash, "gone-7f3a9c"):
+        assert gone_data.encode() not in contents
+    async with opened(tmp_path) as store:
+        assert await store.get_account(gone.account_id) is None
+        assert await store.get_account(banned.account_id) is not None
+        assert await store.purge(5000.0, 1e9) is None
+        assert await store.get_account(banned.account_id) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_tombstone_falls_due_when_its_last_ban_ends(tmp_path: Path) -> None:
+    async with opened(tmp_path) as store:
+        timed = await store.log_in(a_login("vk", "1", email_hash=None))
+        permanent = await store.log_in(a_login("vk", "2", email_hash=None))
+        await store.add_ban(a_ban_on(timed.account_id, 1000.0, 60 * DAY), None)
+        await store.add_ban(a_ban_on(timed.account_id, 1000.0, 90 * DAY), None)
+        await store.add_ban(a_ban_on(permanent.account_id, 1000.0, 10 * DAY), None)
+        lifetime = await store.add_ban(a_ban_on(permanent.account_id, 1000.0), None)
+        for account in (timed, permanent):
+            await store.delete_account(account.account_id, 2000.0, 3000.0)
+        assert await store.purge(3000.0, 1e9) == 90 * DAY  # a permanent ban never falls due
+        assert await store.purge(90 * DAY, 1e9) is None
+        assert await store.get_account(timed.account_id) is None
+        await store.end_ban(lifetime.id, 91 * DAY)  # a lifted ban frees the tombstone at the next purge
+        assert await store.get_account(permanent.account_id) is not None
+        assert await store.purge(91 * DAY, 1e9) is None
+        assert await store.get_account(permanent.account_id) is None
 
 
 @pytest_twisted.ensureDeferred

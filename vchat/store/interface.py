@@ -5,6 +5,7 @@ from __future__ import annotations
 from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
+from vchat.store.account_records import Account, AccountSettings, Login
 from vchat.store.records import (
     Ban,
     Flag,
@@ -88,9 +89,41 @@ class IStore(Interface):
     def resolve_flag(flag_id: str, now: float) -> Deferred[Flag | None]:
         """Mark an open flag resolved; fails with AlreadyResolved if it is not open."""
 
+    def log_in(login: Login) -> Deferred[Account]:
+        """Record a login, in one atomic step: the account that holds `login.identity`; else, if the login
+        has an e-mail hash, the one an earlier login with that hash made, now linked to this identity too;
+        else a new account. The gender and country the login gives (when not None) replace the account's,
+        its e-mail hash is added to the account's, and `last_login_at` becomes `login.at`. A deleted account
+        is given back as it is, changed in nothing and linked to nothing new: the caller refuses the login."""
+
+    def get_account(account_id: str) -> Deferred[Account | None]:
+        """The account with this id (also a deleted one, until purged), or None."""
+
+    def update_settings(account_id: str, settings: AccountSettings) -> Deferred[Account | None]:
+        """Replace an account's settings; None, changing nothing, if there is no such account or it is
+        deleted."""
+
+    def delete_account(account_id: str, now: float, purge_at: float) -> Deferred[Account | None]:
+        """The user asked for the account's deletion: inaccessible from `now` (deleted_at), purged at
+        `purge_at`. A second request changes nothing. None if there is no such account."""
+
+    def reports_by(user_id: str, limit: int) -> Deferred[list[Report]]:
+        """The reports `user_id` made, oldest first, at most `limit` (for the user's data export)."""
+
+    def bans_on_user(user_id: str) -> Deferred[list[Ban]]:
+        """Every ban whose target is `user_id`, active or not, oldest first (for the user's data export)."""
+
+    def secret(name: str) -> Deferred[bytes]:
+        """A random secret of 32 bytes for `name` (such as the key of the e-mail hashes): made at its first
+        use, the same for every caller and every node from then on."""
+
     def purge(now: float, report_retention: float) -> Deferred[float | None]:
         """Delete every snapshot due by `now` (of bans ended by then, of open reports `report_retention`
-        seconds old or older); fires with when the next kept snapshot falls due, None if none ever will."""
+        seconds old or older), and purge every account due by `now`: its e-mail hashes, gender, country and
+        settings go, and its reports name `DELETED_REPORTER` (without a device id) as their reporter; its
+        provider identities are kept only while a ban on the account is active (so that a new login through
+        them is still the banned account, deleted), and go at the first purge after the last such ban ends,
+        with the account. Fires with when the next thing kept falls due, None if nothing ever will."""
 
     def close() -> Deferred[None]:
         """Release the store; later calls fail with StoreError."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from dataclasses import replace
 from functools import update_wrapper
@@ -10,6 +11,13 @@ from typing import Concatenate, ParamSpec, TypeVar
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
+from vchat.store.account_records import (
+    DELETED_REPORTER,
+    Account,
+    AccountSettings,
+    Login,
+    ProviderIdentity,
+)
 from vchat.store.interface import AlreadyResolved, IStore, StoreError
 from vchat.store.records import (
     Ban,
@@ -56,9 +64,13 @@ def _newest_first(ban: Ban) -> tuple[float, str]:
     return -ban.created_at, ban.id
 
 
+def _oldest_first(record: Ban | Report) -> tuple[float, str]:
+    return record.created_at, record.id
+
+
 @implementer(IStore)
 class MemoryStore:
-    """Bans, reports and flags in dictionaries; every Deferred it returns has already fired."""
+    """Bans, reports, flags and accounts in dictionaries; every Deferred it returns has already fired."""
 
     def __init__(self) -> None:
         self._bans: dict[str, Ban] = {}
@@ -66,6 +78,11 @@ class MemoryStore:
         self._flags: dict[str, Flag] = {}
         self._ban_snapshots: dict[str, Snapshot] = {}
         self._report_snapshots: dict[str, Snapshot] = {}
+        self._accounts: dict[str, Account] = {}
+        self._account_ids: dict[ProviderIdentity, str] = {}
+        self._emails: dict[str, set[str]] = {}  # an account's e-mail hashes
+        self._email_links: dict[str, str] = {}  # the account a login with this e-mail hash joins
+        self._secrets: dict[str, bytes] = {}
         self.closed = False
 
     def _new_ban(self, ban: NewBan, snapshot: Snapshot | None, report_id: str | None) -> Ban:
@@ -195,6 +212,111 @@ class MemoryStore:
         self._flags[flag_id] = resolved = replace(flag, status="resolved", resolved_at=now)
         return resolved
 
+    def _linked_account(self, login: Login) -> Account | None:
+        account_id = self._account_ids.get(login.identity)
+        if account_id is not None:
+            return self._accounts[account_id]
+        if login.email_hash is not None:
+            account_id = self._email_links.get(login.email_hash)
+            if account_id is not None and not self._accounts[account_id].deleted:
+                return self._accounts[account_id]
+        return None
+
+    @_deferred
+    def log_in(self, login: Login) -> Account:
+        if not isinstance(login, Login):
+            raise TypeError("expected a Login")
+        account = self._linked_account(login)
+        if account is None:
+            account = Account(
+                account_id=new_id(), identities=(), gender=None, country=None, created_at=login.at
+            )
+            self._emails[account.account_id] = set()
+        elif account.deleted:
+            return account
+        emails = self._emails[account.account_id]
+        # An address belongs to the first account that had it (a deleted one keeps it until purged).
+        if login.email_hash is not None and self._email_links.setdefault(
+            login.email_hash, account.account_id
+        ) == (account.account_id):
+            emails.add(login.email_hash)
+        self._account_ids[login.identity] = account.account_id
+        account = replace(
+            account,
+            identities=tuple(sorted({*account.identities, login.identity})),
+            gender=account.gender if login.gender is None else login.gender,
+            country=account.country if login.country is None else login.country,
+            has_email=bool(emails),
+            last_login_at=login.at,
+        )
+        self._accounts[account.account_id] = account
+        return account
+
+    @_deferred
+    def get_account(self, account_id: str) -> Account | None:
+        return self._accounts.get(account_id)
+
+    @_deferred
+    def update_settings(self, account_id: str, settings: AccountSettings) -> Account | None:
+        if not isinstance(settings, AccountSettings):
+            raise TypeError("expected AccountSettings")
+        account = self._accounts.get(account_id)
+        if account is None or account.deleted:
+            return None
+        self._accounts[account_id] = updated = replace(account, settings=settings)
+        return updated
+
+    @_deferred
+    def delete_account(self, account_id: str, now: float, purge_at: float) -> Account | None:
+        account = self._accounts.get(account_id)
+        if account is None or account.deleted:
+            return account
+        self._accounts[account_id] = deleted = replace(account, deleted_at=now, purge_at=purge_at)
+        return deleted
+
+    @_deferred
+    def reports_by(self, user_id: str, limit: int) -> list[Report]:
+        chosen = (report for report in self._reports.values() if report.reporter_user_id == user_id)
+        return sorted(chosen, key=_oldest_first)[: _limit(limit)]
+
+    @_deferred
+    def bans_on_user(self, user_id: str) -> list[Ban]:
+        return sorted(self._bans_on(user_id), key=_oldest_first)
+
+    def _bans_on(self, user_id: str) -> list[Ban]:
+        return [
+            ban for ban in self._bans.values() if ban.target.kind == "user_id" and ban.target.value == user_id
+        ]
+
+    @_deferred
+    def secret(self, name: str) -> bytes:
+        if name not in self._secrets:
+            self._secrets[name] = secrets.token_bytes(32)
+        return self._secrets[name]
+
+    def _purge_account(self, account: Account, now: float) -> float | None:
+        """Purge a due account: keep only a tombstone (its identities) while a ban on it is active; when it
+        will go, None if never (a permanent ban)."""
+        account_id = account.account_id
+        for email_hash in self._emails.pop(account_id, set()):
+            if self._email_links.get(email_hash) == account_id:
+                del self._email_links[email_hash]
+        for report in list(self._reports.values()):
+            if report.reporter_user_id == account_id:
+                self._reports[report.id] = replace(
+                    report, reporter_user_id=DELETED_REPORTER, reporter_device_id=None
+                )
+        ends = [ban.ends_at for ban in self._bans_on(account_id) if ban.active_at(now)]
+        if not ends:
+            for identity in account.identities:
+                del self._account_ids[identity]
+            del self._accounts[account_id]
+            return None
+        self._accounts[account_id] = replace(
+            account, gender=None, country=None, settings=AccountSettings(), has_email=False
+        )
+        return None if None in ends else max(end for end in ends if end is not None)
+
     @_deferred
     def purge(self, now: float, report_retention: float) -> float | None:
         pending: list[float] = []
@@ -210,6 +332,13 @@ class MemoryStore:
                 self._drop_report_snapshot(report_id)
             else:
                 pending.append(due)
+        for account in list(self._accounts.values()):
+            if account.purge_at is None:
+                continue
+            if account.purge_at > now:
+                pending.append(account.purge_at)
+            elif (kept_until := self._purge_account(account, now)) is not None:
+                pending.append(kept_until)
         return min(pending, default=None)
 
     def close(self) -> Deferred[None]:

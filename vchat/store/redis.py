@@ -1,4 +1,4 @@
-"""The store for several nodes: bans, reports and flags in Redis, changed only by Lua scripts.
+"""The store for several nodes: bans, reports, flags and accounts in Redis, changed only by Lua scripts.
 
 Every call is one script (EVALSHA, EVAL the first time on a connection), so each runs as one atomic step
 and a node never sees another's half-done change. All keys start with `vchat:{store}:`: the hash tag
@@ -17,15 +17,32 @@ below omit that prefix.
     report:<id>               hash: record (JSON: the NewReport), status, resolved_at, ban_id
     report:<id>:snapshot      hash: content_type, data
     reports:<status>          sorted set: report ids, by created_at
+    reports:reporter:<value>  sorted set: the ids of the reports this reporter_user_id made, by created_at
     snapshots:reports         sorted set: the ids of reports with a snapshot, by created_at
     flag:<id>                 hash: record (JSON: the NewFlag), status, resolved_at
     flags:<status>            sorted set: flag ids, by created_at
+    account:<id>              hash: created_at, last_login_at, gender, country, settings (JSON; none:
+                              the defaults), deleted_at, purge_at (absent: None)
+    account:<id>:identities   set: "<provider>:<subject>" for each provider identity linked to it
+    account:<id>:emails       set: the e-mail hashes that link to it
+    identity:<provider>:<subject>
+                              the id of the account this identity logs in to
+    email:<hash>              the id of the account this e-mail hash links to (the first that had it)
+    accounts:purge            sorted set: deleted accounts, by purge_at; those due are tombstones
+    secret:<name>             32 random bytes, made at the first use
     schema                    the version of this layout
 
 Times are Python's `repr` of the float (exact both ways); a record's `has_snapshot` is whether its
 snapshot key exists. The IP bans on networks that hold an address are found as the SQLite store finds
 them: one range read of `bans:ip` per prefix length, from `<low><address>` to the end of `<low>`, so
 that the network's last address is not below the address.
+
+Account ids are the store's own (`new_id`: no colon), so that `account:<id>` names no other key; an id
+with a colon is no account's. Purging an account rewrites each of its reports' record in Lua without
+decoding it (Redis's cjson would round the times): every top-level member is kept byte for byte but the
+reporter's two, so the record reads as Python's JSON of the changed report. A purged account banned at
+`now` stays as a tombstone in `accounts:purge` and is purged again (which changes nothing more) at every
+purge until its last ban is over.
 
 The store reads no clock, so a ban's snapshot is given a TTL of the ban's remaining time as of the
 caller's `now` (the ban's start for `add_ban`, the decision for `resolve_report`): Redis deletes it at
@@ -41,6 +58,7 @@ from __future__ import annotations
 
 import json
 import math
+import secrets
 from collections.abc import Callable, Coroutine
 from dataclasses import fields
 from functools import update_wrapper
@@ -60,6 +78,13 @@ from vchat.redis_connection import (
     connect_redis,
     parse_redis_url,
     unavailable,
+)
+from vchat.store.account_records import (
+    DELETED_REPORTER,
+    Account,
+    AccountSettings,
+    Login,
+    ProviderIdentity,
 )
 from vchat.store.interface import AlreadyResolved, IStore, StoreError
 from vchat.store.records import (
@@ -83,7 +108,9 @@ from vchat.store.records import (
 KEY_PREFIX = "vchat:{store}:"
 """What every key of the store starts with: vchat's, then the hash tag of the store's slot."""
 LAYOUT_VERSION = 1
-"""The version of the key layout, kept in `schema`: a vchat refuses data laid out by a newer one."""
+"""The version of the key layout, kept in `schema`: a vchat refuses data laid out by a newer one. Accounts
+added keys only: the reports made before them have no `reports:reporter:` index, but they name sessions,
+never an account, so an account's data export and purge miss none of its reports."""
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -207,13 +234,14 @@ redis.call('ZREM', P .. 'snapshots:bans', id)
 return record('ban', id)
 """
 
-# ARGV: id, record, created_at, content type, data
+# ARGV: id, record, created_at, reporter_user_id, content type, data
 _ADD_REPORT = """
 local key = P .. 'report:' .. ARGV[1]
 redis.call('HSET', key, 'record', ARGV[2], 'status', 'open')
 redis.call('ZADD', P .. 'reports:open', ARGV[3], ARGV[1])
-if ARGV[4] ~= '' then
-  redis.call('HSET', key .. ':snapshot', 'content_type', ARGV[4], 'data', ARGV[5])
+redis.call('ZADD', P .. 'reports:reporter:' .. ARGV[4], ARGV[3], ARGV[1])
+if ARGV[5] ~= '' then
+  redis.call('HSET', key .. ':snapshot', 'content_type', ARGV[5], 'data', ARGV[6])
   redis.call('ZADD', P .. 'snapshots:reports', ARGV[3], ARGV[1])
 end
 return record('report', ARGV[1])
@@ -274,10 +302,161 @@ redis.call('ZADD', P .. 'flags:resolved', created, id)
 return {'resolved', record('flag', id)}
 """
 
-# ARGV: now, report retention. Gives the next ban due and the oldest kept report's created_at (scores
-# as Redis writes them: exact), for Python to add the retention as SQLite would.
-_PURGE = """
-local now, retention = tonumber(ARGV[1]), tonumber(ARGV[2])
+# Helpers of the account scripts (after the prelude).
+_ACCOUNTS = """
+local function account(id)
+  local key = P .. 'account:' .. id
+  local fields = redis.call('HGETALL', key)
+  if #fields == 0 then return false end
+  return {id, fields, redis.call('SMEMBERS', key .. ':identities'), redis.call('SCARD', key .. ':emails')}
+end
+local function deleted(id)
+  return redis.call('HEXISTS', P .. 'account:' .. id, 'deleted_at') == 1
+end
+"""
+
+# ARGV: a new account id, identity ("<provider>:<subject>"), e-mail hash, gender, country, at ('': none)
+_LOG_IN = """
+local identity, email, at = ARGV[2], ARGV[3], ARGV[6]
+local id = redis.call('GET', P .. 'identity:' .. identity)
+if id and redis.call('EXISTS', P .. 'account:' .. id) == 0 then id = false end
+if id and deleted(id) then return account(id) end
+if not id and email ~= '' then
+  id = redis.call('GET', P .. 'email:' .. email)
+  if id and deleted(id) then id = false end
+end
+if not id then
+  id = ARGV[1]
+  redis.call('HSET', P .. 'account:' .. id, 'created_at', at)
+end
+local key = P .. 'account:' .. id
+redis.call('SET', P .. 'identity:' .. identity, id)
+redis.call('SADD', key .. ':identities', identity)
+if email ~= '' then
+  redis.call('SET', P .. 'email:' .. email, id, 'NX')
+  if redis.call('GET', P .. 'email:' .. email) == id then redis.call('SADD', key .. ':emails', email) end
+end
+redis.call('HSET', key, 'last_login_at', at)
+if ARGV[4] ~= '' then redis.call('HSET', key, 'gender', ARGV[4]) end
+if ARGV[5] ~= '' then redis.call('HSET', key, 'country', ARGV[5]) end
+return account(id)
+"""
+
+# ARGV: id
+_GET_ACCOUNT = "return account(ARGV[1])"
+
+# ARGV: id, settings (JSON)
+_UPDATE_SETTINGS = """
+if redis.call('EXISTS', P .. 'account:' .. ARGV[1]) == 0 or deleted(ARGV[1]) then return false end
+redis.call('HSET', P .. 'account:' .. ARGV[1], 'settings', ARGV[2])
+return account(ARGV[1])
+"""
+
+# ARGV: id, now, purge_at
+_DELETE_ACCOUNT = """
+local id = ARGV[1]
+if redis.call('EXISTS', P .. 'account:' .. id) == 0 then return false end
+if not deleted(id) then
+  redis.call('HSET', P .. 'account:' .. id, 'deleted_at', ARGV[2], 'purge_at', ARGV[3])
+  redis.call('ZADD', P .. 'accounts:purge', ARGV[3], id)
+end
+return account(id)
+"""
+
+# ARGV: user id, limit
+_REPORTS_BY = """
+local limit = tonumber(ARGV[2])
+if limit == 0 then return {} end
+return records('report', redis.call('ZRANGE', P .. 'reports:reporter:' .. ARGV[1], 0, limit - 1))
+"""
+
+# ARGV: user id
+_BANS_ON_USER = "return records('ban', redis.call('SMEMBERS', P .. 'bans:user_id:' .. ARGV[1]))"
+
+# ARGV: name, 32 random bytes (the secret, if it is the first use)
+_SECRET = """
+redis.call('SET', P .. 'secret:' .. ARGV[1], ARGV[2], 'NX')
+return redis.call('GET', P .. 'secret:' .. ARGV[1])
+"""
+
+# ARGV: now, report retention, DELETED_REPORTER, its JSON. Purges the accounts due, then the snapshots
+# due. Gives the next ban due, the oldest kept report's created_at (scores as Redis writes them: exact),
+# for Python to add the retention as SQLite would, and when the next account falls due.
+_PURGE = r"""
+local now, retention, nobody, nobody_json = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
+-- A report's record (JSON as Python writes it) naming nobody as its reporter, without a device: every other
+-- top-level member is kept as it is, byte for byte.
+local function unnamed(json)
+  local members, i = {}, 2
+  while i < #json do
+    local colon = string.find(json, '":', i, true)
+    local name = string.sub(json, i + 1, colon - 1)
+    local j, depth, quoted = colon + 2, 0, false
+    while true do
+      j = string.find(json, '[\\"{}%[%],]', j)
+      local c = string.sub(json, j, j)
+      if quoted then
+        if c == '\\' then j = j + 1 elseif c == '"' then quoted = false end
+      elseif c == '"' then quoted = true
+      elseif c == '{' or c == '[' then depth = depth + 1
+      elseif depth > 0 then
+        if c == '}' or c == ']' then depth = depth - 1 end
+      elseif c == ',' or c == '}' then break
+      end
+      j = j + 1
+    end
+    local value = string.sub(json, colon + 2, j - 1)
+    if name == 'reporter_user_id' then
+      value = nobody_json
+    elseif name == 'reporter_device_id' then
+      value = 'null'
+    end
+    members[#members + 1] = '"' .. name .. '":' .. value
+    i = j + 1
+  end
+  return '{' .. table.concat(members, ',') .. '}'
+end
+-- Purge account `id`, which is due. Gives, if a ban keeps it as a tombstone, when its last active ban ends
+-- ('inf': never).
+local function purge_account(id)
+  local key = P .. 'account:' .. id
+  for _, hash in ipairs(redis.call('SMEMBERS', key .. ':emails')) do
+    if redis.call('GET', P .. 'email:' .. hash) == id then redis.call('DEL', P .. 'email:' .. hash) end
+  end
+  redis.call('DEL', key .. ':emails')
+  redis.call('HDEL', key, 'gender', 'country', 'settings')
+  local made = P .. 'reports:reporter:' .. id
+  local reports = redis.call('ZRANGE', made, 0, -1, 'WITHSCORES')
+  for i = 1, #reports, 2 do
+    local report = P .. 'report:' .. reports[i]
+    local rec = redis.call('HGET', report, 'record')
+    if rec then redis.call('HSET', report, 'record', unnamed(rec)) end
+    redis.call('ZADD', P .. 'reports:reporter:' .. nobody, reports[i + 1], reports[i])
+  end
+  redis.call('DEL', made)
+  local last = false
+  for _, ban in ipairs(redis.call('SMEMBERS', P .. 'bans:user_id:' .. id)) do
+    local ends = redis.call('ZSCORE', P .. 'bans:ends', ban)
+    if ends and tonumber(ends) > now and (not last or tonumber(ends) > tonumber(last)) then last = ends end
+  end
+  if last then return last end
+  for _, identity in ipairs(redis.call('SMEMBERS', key .. ':identities')) do
+    local owner = P .. 'identity:' .. identity
+    if redis.call('GET', owner) == id then redis.call('DEL', owner) end
+  end
+  redis.call('DEL', key .. ':identities', key)
+  redis.call('ZREM', P .. 'accounts:purge', id)
+  return false
+end
+local due = P .. 'accounts:purge'
+local later = redis.call('ZRANGEBYSCORE', due, '(' .. ARGV[1], '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+local account_due = later[2] or false
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', due, '-inf', ARGV[1])) do
+  local last = purge_account(id)
+  if last and tonumber(last) < math.huge and (not account_due or tonumber(last) < tonumber(account_due)) then
+    account_due = last
+  end
+end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'snapshots:bans', '-inf', ARGV[1])) do
   redis.call('DEL', P .. 'ban:' .. id .. ':snapshot')
 end
@@ -293,7 +472,7 @@ while not kept do
     kept = oldest[2]
   end
 end
-return {redis.call('ZRANGE', P .. 'snapshots:bans', 0, 0, 'WITHSCORES')[2] or false, kept}
+return {redis.call('ZRANGE', P .. 'snapshots:bans', 0, 0, 'WITHSCORES')[2] or false, kept, account_due}
 """
 
 # ARGV: this vchat's layout version. Gives the stored one; the first write proves Redis takes writes.
@@ -320,7 +499,7 @@ end
 return 1
 """
 
-# ARGV: id, record, created_at, status, resolved_at, ban_id, content type, data
+# ARGV: id, record, created_at, status, resolved_at, ban_id, reporter_user_id, content type, data
 _IMPORT_REPORT = """
 local id = ARGV[1]
 local key = P .. 'report:' .. id
@@ -329,8 +508,9 @@ redis.call('HSET', key, 'record', ARGV[2], 'status', ARGV[4])
 if ARGV[5] ~= '' then redis.call('HSET', key, 'resolved_at', ARGV[5]) end
 if ARGV[6] ~= '' then redis.call('HSET', key, 'ban_id', ARGV[6]) end
 redis.call('ZADD', P .. 'reports:' .. ARGV[4], ARGV[3], id)
-if ARGV[7] ~= '' then
-  redis.call('HSET', key .. ':snapshot', 'content_type', ARGV[7], 'data', ARGV[8])
+redis.call('ZADD', P .. 'reports:reporter:' .. ARGV[7], ARGV[3], id)
+if ARGV[8] ~= '' then
+  redis.call('HSET', key .. ':snapshot', 'content_type', ARGV[8], 'data', ARGV[9])
   redis.call('ZADD', P .. 'snapshots:reports', ARGV[3], id)
 end
 return 1
@@ -425,6 +605,54 @@ def _flag_of(reply: list[Any]) -> Flag:
         status=cast(FlagStatus, stored["status"].decode()),
         resolved_at=_time(stored.get("resolved_at")),
     )
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode()
+
+
+def _settings_json(settings: AccountSettings) -> str:
+    return _json({f.name: getattr(settings, f.name) for f in fields(AccountSettings)})
+
+
+def _account_of(reply: list[Any]) -> Account:
+    """An account as the scripts give it: id, its hash's fields, its identities, its number of e-mails."""
+    account_id, pairs, identities, emails = reply
+    stored: dict[str, bytes] = dict(zip((name.decode() for name in pairs[::2]), pairs[1::2], strict=True))
+    settings = json.loads(stored["settings"]) if "settings" in stored else {}
+    if "countries" in settings:
+        settings["countries"] = tuple(settings["countries"])
+    created_at, last_login_at = _time(stored.get("created_at")), _time(stored.get("last_login_at"))
+    return Account(
+        account_id=account_id.decode(),
+        identities=tuple(sorted(ProviderIdentity(*member.decode().split(":", 1)) for member in identities)),
+        gender=_text(stored.get("gender")),
+        country=_text(stored.get("country")),
+        settings=AccountSettings(**settings),
+        has_email=emails > 0,
+        created_at=created_at or 0.0,
+        last_login_at=last_login_at or 0.0,
+        deleted_at=_time(stored.get("deleted_at")),
+        purge_at=_time(stored.get("purge_at")),
+    )
+
+
+def _account_or_none(reply: list[Any] | None) -> Account | None:
+    return None if reply is None else _account_of(reply)
+
+
+def _account_key(account_id: str) -> bool:
+    """Whether `account_id` can be an account's: the store's ids have no colon, so `account:<id>` is no
+    other account's key (`account:<id>:identities`)."""
+    if not isinstance(account_id, str):
+        raise TypeError("an account id is a string")
+    return bool(account_id) and ":" not in account_id
+
+
+def _check_times(*values: float) -> None:
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ValueError("a time is a finite number of seconds")
 
 
 def _newest_first(ban: Ban) -> tuple[float, str]:
@@ -584,7 +812,7 @@ class RedisStore:
         if not isinstance(report, NewReport) or isinstance(report, Report):
             raise TypeError("expected a NewReport")
         record = _json({f.name: getattr(report, f.name) for f in fields(NewReport)})
-        arguments: list[str | bytes] = [new_id(), record, _number(report.created_at)]
+        arguments: list[str | bytes] = [new_id(), record, _number(report.created_at), report.reporter_user_id]
         arguments += ["", b""] if snapshot is None else [snapshot.content_type, snapshot.data]
         return _report_of(await self._run(_ADD_REPORT, *arguments))
 
@@ -630,9 +858,66 @@ class RedisStore:
         return None if resolved is None else _flag_of(resolved)
 
     @_deferred
+    async def log_in(self, login: Login) -> Account:
+        if not isinstance(login, Login):
+            raise TypeError("expected a Login")
+        identity = f"{login.identity.provider}:{login.identity.subject}"
+        reply = await self._run(
+            _ACCOUNTS + _LOG_IN,
+            new_id(),
+            identity,
+            login.email_hash or "",
+            login.gender or "",
+            login.country or "",
+            _number(login.at),
+        )
+        return _account_of(reply)
+
+    @_deferred
+    async def get_account(self, account_id: str) -> Account | None:
+        if not _account_key(account_id):
+            return None
+        return _account_or_none(await self._run(_ACCOUNTS + _GET_ACCOUNT, account_id))
+
+    @_deferred
+    async def update_settings(self, account_id: str, settings: AccountSettings) -> Account | None:
+        if not isinstance(settings, AccountSettings):
+            raise TypeError("expected AccountSettings")
+        if not _account_key(account_id):
+            return None
+        reply = await self._run(_ACCOUNTS + _UPDATE_SETTINGS, account_id, _settings_json(settings))
+        return _account_or_none(reply)
+
+    @_deferred
+    async def delete_account(self, account_id: str, now: float, purge_at: float) -> Account | None:
+        _check_times(now, purge_at)
+        if not _account_key(account_id):
+            return None
+        reply = await self._run(_ACCOUNTS + _DELETE_ACCOUNT, account_id, _number(now), _number(purge_at))
+        return _account_or_none(reply)
+
+    @_deferred
+    async def reports_by(self, user_id: str, limit: int) -> list[Report]:
+        return list(map(_report_of, await self._run(_REPORTS_BY, user_id, _limit(limit))))
+
+    @_deferred
+    async def bans_on_user(self, user_id: str) -> list[Ban]:
+        replies = await self._run(_BANS_ON_USER, user_id)
+        return sorted(map(_ban_of, replies), key=lambda ban: (ban.created_at, ban.id))
+
+    @_deferred
+    async def secret(self, name: str) -> bytes:
+        if not isinstance(name, str) or not name:
+            raise ValueError("a secret's name is a string, not empty")
+        value: bytes = await self._run(_SECRET, name, secrets.token_bytes(32))
+        return value
+
+    @_deferred
     async def purge(self, now: float, report_retention: float) -> float | None:
-        ban_due, report_created = await self._run(_PURGE, _number(now), _number(report_retention))
-        due = [float(ban_due)] if ban_due is not None else []
+        ban_due, report_created, account_due = await self._run(
+            _PURGE, _number(now), _number(report_retention), DELETED_REPORTER, _json(DELETED_REPORTER)
+        )
+        due = [float(found) for found in (ban_due, account_due) if found is not None]
         if report_created is not None:
             due.append(float(report_created) + report_retention)
         return min(due, default=None)
@@ -680,6 +965,7 @@ class RedisStore:
             report.status,
             "" if report.resolved_at is None else _number(report.resolved_at),
             report.ban_id or "",
+            report.reporter_user_id,
         ]
         arguments += ["", b""] if snapshot is None else [snapshot.content_type, snapshot.data]
         return bool(await self._run(_IMPORT_REPORT, *arguments))

@@ -14,6 +14,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from vchat.outcome import Outcome
+from vchat.store.account_records import Account, AccountSettings, Login
 from vchat.store.interface import IStore, StoreError
 from vchat.store.records import (
     Ban,
@@ -38,9 +39,9 @@ PURGE_RETRY = 60.0
 
 @implementer(IStore)
 class PurgingStore:
-    """Another store, whose snapshots are deleted at the moment they fall due: `start` purges what fell due
-    while the server was down, and each purge is followed by one timed for the next due snapshot, brought
-    forward when a snapshot added through this store falls due sooner."""
+    """Another store, whose snapshots (and deleted accounts) are purged at the moment they fall due: `start`
+    purges what fell due while the server was down, and each purge is followed by one timed for the next due
+    time, brought forward when something added or changed through this store falls due sooner."""
 
     _log = Logger()
 
@@ -108,7 +109,8 @@ class PurgingStore:
         return self._store.find_active_bans(now, user_id, ip, device_id)
 
     def end_ban(self, ban_id: str, now: float) -> Deferred[Ban | None]:
-        return self._store.end_ban(ban_id, now)
+        # Purged now: the lifted ban may have been what kept a deleted account's identities.
+        return self._store.end_ban(ban_id, now).addCallback(self._watch, now)
 
     def ban_snapshot(self, ban_id: str) -> Deferred[Snapshot | None]:
         return self._store.ban_snapshot(ban_id)
@@ -145,6 +147,27 @@ class PurgingStore:
 
     def resolve_flag(self, flag_id: str, now: float) -> Deferred[Flag | None]:
         return self._store.resolve_flag(flag_id, now)
+
+    def log_in(self, login: Login) -> Deferred[Account]:
+        return self._store.log_in(login)
+
+    def get_account(self, account_id: str) -> Deferred[Account | None]:
+        return self._store.get_account(account_id)
+
+    def update_settings(self, account_id: str, settings: AccountSettings) -> Deferred[Account | None]:
+        return self._store.update_settings(account_id, settings)
+
+    def delete_account(self, account_id: str, now: float, purge_at: float) -> Deferred[Account | None]:
+        return self._store.delete_account(account_id, now, purge_at).addCallback(self._watch, purge_at)
+
+    def reports_by(self, user_id: str, limit: int) -> Deferred[list[Report]]:
+        return self._store.reports_by(user_id, limit)
+
+    def bans_on_user(self, user_id: str) -> Deferred[list[Ban]]:
+        return self._store.bans_on_user(user_id)
+
+    def secret(self, name: str) -> Deferred[bytes]:
+        return self._store.secret(name)
 
     def purge(self, now: float, report_retention: float) -> Deferred[float | None]:
         return self._store.purge(now, report_retention)

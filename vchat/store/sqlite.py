@@ -5,16 +5,20 @@ it calls and gets Deferreds back, and never waits on the disk. Snapshots are BLO
 deleted under `secure_delete` (SQLite overwrites what it deletes with zeros); the journal is the rollback
 journal, which SQLite unlinks at every commit, so no deleted image lingers in a side file. Records
 reference snapshots, so moving a report's snapshot to its ban is one row update in the same transaction.
+Accounts keep their provider identities and e-mail hashes in tables of their own, keyed by what a login
+looks up; a purged account's rows go under the same `secure_delete`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -25,6 +29,13 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from vchat.outcome import Outcome
+from vchat.store.account_records import (
+    DELETED_REPORTER,
+    Account,
+    AccountSettings,
+    Login,
+    ProviderIdentity,
+)
 from vchat.store.interface import AlreadyResolved, IStore, StoreError
 from vchat.store.records import (
     Ban,
@@ -104,6 +115,35 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX flags_by_status ON flags (status, created_at)",
     ),
+    (
+        # settings: the AccountSettings as JSON, NULL for the defaults (never chosen, or purged).
+        """CREATE TABLE accounts (
+            id TEXT PRIMARY KEY,
+            gender TEXT,
+            country TEXT,
+            settings TEXT,
+            created_at REAL NOT NULL,
+            last_login_at REAL NOT NULL,
+            deleted_at REAL,
+            purge_at REAL
+        )""",
+        "CREATE INDEX accounts_by_purge ON accounts (purge_at)",
+        """CREATE TABLE account_identities (
+            provider TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            account_id TEXT NOT NULL REFERENCES accounts (id),
+            PRIMARY KEY (provider, subject)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX account_identities_by_account ON account_identities (account_id)",
+        # An e-mail hash links the first account that had it, and only that one.
+        """CREATE TABLE account_emails (
+            hash TEXT PRIMARY KEY,
+            account_id TEXT NOT NULL REFERENCES accounts (id)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX account_emails_by_account ON account_emails (account_id)",
+        "CREATE TABLE secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID",
+        "CREATE INDEX reports_by_reporter ON reports (reporter_user_id, created_at)",
+    ),
 )
 """The schema, one tuple of statements per version: `PRAGMA user_version` counts those applied."""
 
@@ -116,6 +156,11 @@ _FLAG = "SELECT id, user_id, device_id, rule, summary, created_at, status, resol
 _ACTIVE = "(ended_at IS NULL AND (ends_at IS NULL OR ends_at > :now))"
 _NEWEST_FIRST = "ORDER BY created_at DESC, id"
 _OLDEST_FIRST = "ORDER BY created_at, id"
+_ACCOUNT = """SELECT id, gender, country, settings, created_at, last_login_at, deleted_at, purge_at,
+    EXISTS (SELECT 1 FROM account_emails WHERE account_id = accounts.id) FROM accounts"""
+_PURGED = "(SELECT id FROM accounts WHERE purge_at <= :now)"
+_BANNED = f"""EXISTS (SELECT 1 FROM bans WHERE target_kind = 'user_id' AND target_value = accounts.id
+    AND {_ACTIVE})"""
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -176,6 +221,31 @@ def _flag_of(row: Sequence[Any]) -> Flag:
         created_at=row[5],
         status=row[6],
         resolved_at=row[7],
+    )
+
+
+def _settings_json(settings: AccountSettings) -> str:
+    return _json(
+        {
+            "lang": settings.lang,
+            "translate_to": settings.translate_to,
+            "translate": settings.translate,
+            "want": settings.want,
+            "countries": list(settings.countries),
+        }
+    )
+
+
+def _settings_of(stored: str | None) -> AccountSettings:
+    if stored is None:
+        return AccountSettings()
+    fields = json.loads(stored)
+    return AccountSettings(
+        lang=fields["lang"],
+        translate_to=fields["translate_to"],
+        translate=fields["translate"],
+        want=fields["want"],
+        countries=tuple(fields["countries"]),
     )
 
 
@@ -481,10 +551,155 @@ class Database:
             db.execute("UPDATE flags SET status = 'resolved', resolved_at = ? WHERE id = ?", (now, flag_id))
             return self.get_flag(flag_id)
 
+    def _account(self, account_id: str) -> Account | None:
+        row = self._db.execute(f"{_ACCOUNT} WHERE id = ?", (account_id,)).fetchone()
+        if row is None:
+            return None
+        identities = self._db.execute(
+            "SELECT provider, subject FROM account_identities WHERE account_id = ? ORDER BY provider, subject",
+            (account_id,),
+        )
+        return Account(
+            account_id=row[0],
+            identities=tuple(ProviderIdentity(provider, subject) for provider, subject in identities),
+            gender=row[1],
+            country=row[2],
+            settings=_settings_of(row[3]),
+            created_at=row[4],
+            last_login_at=row[5],
+            deleted_at=row[6],
+            purge_at=row[7],
+            has_email=bool(row[8]),
+        )
+
+    def _link(self, account_id: str, identity: ProviderIdentity) -> None:
+        self._db.execute(
+            "INSERT INTO account_identities (provider, subject, account_id) VALUES (?, ?, ?)",
+            (identity.provider, identity.subject, account_id),
+        )
+
+    def log_in(self, login: Login) -> Account:
+        """See `IStore.log_in`."""
+        if not isinstance(login, Login):
+            raise TypeError("expected a Login")
+        identity = login.identity
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT account_id FROM account_identities WHERE provider = ? AND subject = ?",
+                (identity.provider, identity.subject),
+            ).fetchone()
+            if row is not None:
+                account_id: str = row[0]
+                known = self._account(account_id)
+                if known is not None and known.deleted:
+                    return known
+            else:
+                if login.email_hash is not None:  # a deleted account links nothing new
+                    row = db.execute(
+                        """SELECT account_id FROM account_emails JOIN accounts ON accounts.id = account_id
+                            WHERE hash = ? AND deleted_at IS NULL""",
+                        (login.email_hash,),
+                    ).fetchone()
+                if row is None:
+                    account_id = new_id()
+                    db.execute(
+                        "INSERT INTO accounts (id, created_at, last_login_at) VALUES (?, ?, ?)",
+                        (account_id, login.at, login.at),
+                    )
+                else:
+                    account_id = row[0]
+                self._link(account_id, identity)
+            db.execute(
+                """UPDATE accounts SET gender = coalesce(?, gender), country = coalesce(?, country),
+                    last_login_at = ? WHERE id = ?""",
+                (login.gender, login.country, login.at, account_id),
+            )
+            if login.email_hash is not None:  # a hash another account holds stays with it
+                db.execute(
+                    "INSERT OR IGNORE INTO account_emails (hash, account_id) VALUES (?, ?)",
+                    (login.email_hash, account_id),
+                )
+            account = self._account(account_id)
+            assert account is not None
+            return account
+
+    def get_account(self, account_id: str) -> Account | None:
+        """See `IStore.get_account`."""
+        return self._account(account_id)
+
+    def update_settings(self, account_id: str, settings: AccountSettings) -> Account | None:
+        """See `IStore.update_settings`."""
+        if not isinstance(settings, AccountSettings):
+            raise TypeError("expected AccountSettings")
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE accounts SET settings = ? WHERE id = ? AND deleted_at IS NULL",
+                (_settings_json(settings), account_id),
+            )
+            account = self._account(account_id)
+            return None if account is None or account.deleted else account
+
+    def delete_account(self, account_id: str, now: float, purge_at: float) -> Account | None:
+        """See `IStore.delete_account`."""
+        with self._transaction() as db:
+            account = self._account(account_id)
+            if account is None or account.deleted:
+                return account
+            deleted = replace(account, deleted_at=now, purge_at=purge_at)  # which checks the times
+            db.execute(
+                "UPDATE accounts SET deleted_at = ?, purge_at = ? WHERE id = ?",
+                (deleted.deleted_at, deleted.purge_at, account_id),
+            )
+            return deleted
+
+    def reports_by(self, user_id: str, limit: int) -> list[Report]:
+        """See `IStore.reports_by`."""
+        rows = self._db.execute(
+            f"{_REPORT} WHERE reporter_user_id = ? {_OLDEST_FIRST} LIMIT ?", (user_id, _limit(limit))
+        )
+        return [_report_of(row) for row in rows]
+
+    def bans_on_user(self, user_id: str) -> list[Ban]:
+        """See `IStore.bans_on_user`."""
+        rows = self._db.execute(
+            f"{_BAN} WHERE target_kind = 'user_id' AND target_value = ? {_OLDEST_FIRST}", (user_id,)
+        )
+        return [_ban_of(row) for row in rows]
+
+    def secret(self, name: str) -> bytes:
+        """See `IStore.secret`."""
+        if not isinstance(name, str):
+            raise TypeError("a secret's name is a string")
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO secrets (name, value) VALUES (?, ?)", (name, secrets.token_bytes(32))
+            )
+            (value,) = db.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()
+            return bytes(value)
+
+    def _purge_accounts(self, now: float) -> None:
+        """Purge the accounts due by `now`; those banned at `now` stay, as tombstones with their identities.
+        A tombstone is purged again at every purge (nothing is left to change) until its last ban is over."""
+        due = {"now": now, "deleted": DELETED_REPORTER}
+        db = self._db
+        db.execute(
+            f"""UPDATE reports SET reporter_user_id = :deleted, reporter_device_id = NULL
+                WHERE reporter_user_id IN {_PURGED}""",
+            due,
+        )
+        db.execute(f"DELETE FROM account_emails WHERE account_id IN {_PURGED}", due)
+        db.execute(
+            "UPDATE accounts SET gender = NULL, country = NULL, settings = NULL WHERE purge_at <= :now", due
+        )
+        gone = f"(SELECT id FROM accounts WHERE purge_at <= :now AND NOT {_BANNED})"
+        db.execute(f"DELETE FROM account_identities WHERE account_id IN {gone}", due)
+        db.execute(f"DELETE FROM accounts WHERE id IN {gone}", due)
+
     def purge(self, now: float, report_retention: float) -> float | None:
         """See `IStore.purge`."""
         due = {"now": now, "retention": report_retention}
         with self._transaction() as db:
+            self._purge_accounts(now)
             db.execute(
                 """DELETE FROM snapshots WHERE id IN (SELECT snapshot_id FROM bans WHERE snapshot_id IS NOT NULL
                     AND (ended_at IS NOT NULL OR ends_at <= :now))""",
@@ -501,12 +716,20 @@ class Database:
                     AND id NOT IN (SELECT snapshot_id FROM reports WHERE snapshot_id IS NOT NULL)"""
             )
             (next_due,) = db.execute(
-                """SELECT min(due) FROM (
+                f"""SELECT min(due) FROM (
                     SELECT ends_at AS due FROM bans
                         WHERE snapshot_id IS NOT NULL AND ended_at IS NULL AND ends_at IS NOT NULL
                     UNION ALL
                     SELECT created_at + :retention FROM reports
-                        WHERE snapshot_id IS NOT NULL AND status = 'open')""",
+                        WHERE snapshot_id IS NOT NULL AND status = 'open'
+                    UNION ALL
+                    SELECT purge_at FROM accounts WHERE purge_at > :now
+                    UNION ALL
+                    -- a tombstone falls due when its last active ban ends: never while one is permanent
+                    SELECT CASE WHEN count(*) = count(bans.ends_at) THEN max(bans.ends_at) END
+                        FROM accounts JOIN bans ON target_kind = 'user_id' AND target_value = accounts.id
+                        WHERE purge_at <= :now AND {_ACTIVE}
+                        GROUP BY accounts.id)""",
                 due,
             ).fetchone()
         return None if next_due is None else float(next_due)
@@ -649,6 +872,27 @@ class SQLiteStore:
 
     def resolve_flag(self, flag_id: str, now: float) -> Deferred[Flag | None]:
         return self._call(self._database.resolve_flag, flag_id, now)
+
+    def log_in(self, login: Login) -> Deferred[Account]:
+        return self._call(self._database.log_in, login)
+
+    def get_account(self, account_id: str) -> Deferred[Account | None]:
+        return self._call(self._database.get_account, account_id)
+
+    def update_settings(self, account_id: str, settings: AccountSettings) -> Deferred[Account | None]:
+        return self._call(self._database.update_settings, account_id, settings)
+
+    def delete_account(self, account_id: str, now: float, purge_at: float) -> Deferred[Account | None]:
+        return self._call(self._database.delete_account, account_id, now, purge_at)
+
+    def reports_by(self, user_id: str, limit: int) -> Deferred[list[Report]]:
+        return self._call(self._database.reports_by, user_id, limit)
+
+    def bans_on_user(self, user_id: str) -> Deferred[list[Ban]]:
+        return self._call(self._database.bans_on_user, user_id)
+
+    def secret(self, name: str) -> Deferred[bytes]:
+        return self._call(self._database.secret, name)
 
     def purge(self, now: float, report_retention: float) -> Deferred[float | None]:
         return self._call(self._database.purge, now, report_retention)

@@ -11,16 +11,16 @@ import ipaddress
 import random
 import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import pytest
-import pytest_twisted
 from zope.interface.verify import verifyObject
 
+from vchat.store.account_testing import AccountContract, store_test
 from vchat.store.interface import AlreadyResolved, IStore, StoreError
 from vchat.store.records import (
     Ban,
@@ -34,13 +34,6 @@ from vchat.store.records import (
     ban_network,
     plain_address,
 )
-
-_Test = TypeVar("_Test", bound=Callable[..., Coroutine[Any, Any, None]])
-
-
-def store_test(test: _Test) -> _Test:
-    """Run an `async def` test method in the reactor (pytest-twisted)."""
-    return cast(_Test, pytest_twisted.ensureDeferred(test))
 
 
 def jpeg(marker: bytes = b"", size: int = 64) -> Snapshot:
@@ -105,7 +98,7 @@ def ids(records: list[Ban] | list[Report] | list[Flag]) -> list[str]:
     return [record.id for record in records]
 
 
-class StoreContract(ABC):
+class StoreContract(AccountContract, ABC):
     """What every store must do. Subclasses say how to open one in a directory (empty at first)."""
 
     @abstractmethod
