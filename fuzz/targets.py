@@ -24,21 +24,38 @@ on `sys.path`; `importlib` from the tests), not installed with vchat.
   `MAX_MESSAGE_BYTES` with a non-empty string `type`, holding only maps with string keys, lists, strings, bytes,
   64-bit integers, finite floats, booleans and None, at most `MAX_DEPTH` deep), refuses the rest with
   `WireError` only, and what it accepts encodes again and decodes to the same values of the same types.
+- `check_login_cookie`: the bytes, decoded as UTF-8 with errors replaced, through
+  `vchat.accounts.cookie.read_cookie` with `COOKIE_KEY` at `COOKIE_NOW`. It never raises, names an account
+  exactly when a reference reading written here does (the signature under that key, then a JSON object whose
+  `a` is an account id and whose `e` is an integer after now), and a cookie it accepts is refused at its
+  expiry, under another key, and with any one byte changed or left out.
+- `check_birth_date`: the first byte picks the provider (`PROVIDERS`), the rest is the text, decoded as UTF-8
+  with errors replaced. `vchat.accounts.age.birth_date` raises only ValueError and accepts exactly what a
+  reference written here accepts, with the same result; an accepted date is a real date or None, one with a
+  year written back in the provider's full format parses to the same, and `is_minor` turns at the 18th
+  birthday a reference computes with `datetime` (1 March for 29 February in a common year).
 """
 
 from __future__ import annotations
 
+import base64
+import calendar
 import contextlib
+import hashlib
+import hmac
 import ipaddress
 import json
 import re
 import zlib
 from collections.abc import Callable, Iterator
+from datetime import MAXYEAR, date, timedelta
 from pathlib import Path
 from typing import Any, get_args
 
 import msgpack
 
+from vchat.accounts.age import ADULT_AGE, birth_date, is_minor
+from vchat.accounts.cookie import MAX_COOKIE_CHARS, issue_cookie, read_cookie
 from vchat.addresses import unmap_ipv4
 from vchat.cluster import wire
 from vchat.cluster.wire import MAX_DEPTH, MAX_MESSAGE_BYTES, MessageTooLarge, WireError
@@ -535,6 +552,256 @@ CLUSTER_EXAMPLES: dict[str, dict[str, Any]] = {
 }
 
 
+# --- login cookie ---------------------------------------------------------------------------------------
+
+COOKIE_KEY = b"vchat fuzz: the login cookie key"
+OTHER_COOKIE_KEY = b"vchat fuzz: a key that is not it"
+COOKIE_NOW = 1_800_000_000.0
+_BASE64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def signed_cookie(payload: str, key: bytes = COOKIE_KEY) -> str:
+    """`payload` (taken as written, base64url or not) and its signature under `key`: a cookie of any content."""
+    signature = hmac.digest(key, payload.encode("ascii"), hashlib.sha256)
+    return f"{payload}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode('ascii')}"
+
+
+def signed_json_cookie(content: bytes, key: bytes = COOKIE_KEY) -> str:
+    """A cookie whose payload is `content` (JSON or not) in base64url, signed with `key`."""
+    return signed_cookie(base64.urlsafe_b64encode(content).rstrip(b"=").decode("ascii"), key)
+
+
+def check_login_cookie(data: bytes) -> None:
+    """`read_cookie` never raises, agrees with a reference reading, and a cookie it accepts holds only intact."""
+    value = data.decode("utf-8", "replace")
+    account = read_cookie(COOKIE_KEY, value, COOKIE_NOW)
+    expected = reference_login_cookie(value, COOKIE_KEY, COOKIE_NOW)
+    assert account == expected, f"read_cookie named {account!r}, the reference {expected!r}"
+    if account is None:
+        return
+    payload = value.split(".")[0]
+    expiry = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["e"]
+    assert read_cookie(COOKIE_KEY, value, expiry) is None, "a cookie was read at its expiry"
+    assert read_cookie(OTHER_COOKIE_KEY, value, COOKIE_NOW) is None, "a cookie was read under another key"
+    for at in range(len(data)):
+        for changed in (
+            data[:at] + bytes((data[at] ^ 0x01,)) + data[at + 1 :],  # another ASCII character
+            data[:at] + bytes((data[at] ^ 0x80,)) + data[at + 1 :],  # not UTF-8 any more
+            data[:at] + data[at + 1 :],
+        ):
+            again = read_cookie(COOKIE_KEY, changed.decode("utf-8", "replace"), COOKIE_NOW)
+            assert again is None, f"a cookie changed at byte {at} still names {again!r}"
+
+
+def reference_login_cookie(value: str, key: bytes, now: float) -> str | None:
+    """The account `value` names by vchat.accounts.cookie's docstring, read here on its own; None if none."""
+    if len(value) > MAX_COOKIE_CHARS or value.count(".") != 1:
+        return None
+    payload = value.split(".")[0]
+    if not set(payload) <= _BASE64URL or signed_cookie(payload, key) != value:
+        return None
+    try:
+        content = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (ValueError, RecursionError):  # binascii.Error and UnicodeDecodeError are ValueErrors
+        return None
+    if type(content) is not dict:
+        return None
+    account, expiry = content.get("a"), content.get("e")
+    if type(account) is not str or not 1 <= len(account) <= 128 or not all("!" <= c <= "~" for c in account):
+        return None
+    if type(expiry) is not int or not expiry > now:
+        return None
+    return account
+
+
+def login_cookie_seeds() -> dict[str, bytes]:
+    """Cookies that `COOKIE_KEY` signed, good and bad, and near misses: past the signature check only from here."""
+    now = COOKIE_NOW
+    valid = issue_cookie(COOKIE_KEY, "acct-1", now, 3600)
+    longest = "".join(chr(0x21 + i % 94) for i in range(128))
+    payloads = {
+        "json-array": b'["acct-1",1800003600]',
+        "json-string": b'"acct-1"',
+        "account-number": b'{"a":1,"e":1800003600}',
+        "account-empty": b'{"a":"","e":1800003600}',
+        "account-space": b'{"a":"a b","e":1800003600}',
+        "account-129": b'{"a":"' + b"x" * 129 + b'","e":1800003600}',
+        "account-missing": b'{"e":1800003600}',
+        "expiry-text": b'{"a":"acct-1","e":"1800003600"}',
+        "expiry-true": b'{"a":"acct-1","e":true}',
+        "expiry-float": b'{"a":"acct-1","e":1800003600.0}',
+        "expiry-null": b'{"a":"acct-1","e":null}',
+        "extra-field": b'{"a":"acct-1","e":1800003600,"n":"Name"}',
+        "not-json": b"acct-1",
+        "cut-json": b'{"a":"acct-1","e":18000',
+        "not-utf8": b'{"a":"\xff","e":1800003600}',
+        "deep-json": b"[" * 150 + b"]" * 150,
+    }
+    seeds = {
+        "valid": valid,
+        "valid-longest-account": issue_cookie(COOKIE_KEY, longest, now, 86400 * 365),
+        "valid-last-second": issue_cookie(COOKIE_KEY, "acct-2", now, 1),
+        "expired-now": issue_cookie(COOKIE_KEY, "acct-3", now - 60, 60),
+        "other-key": issue_cookie(OTHER_COOKIE_KEY, "acct-1", now, 3600),
+        "signed-padded-base64": signed_cookie(valid.split(".")[0] + "="),
+        "signed-base64-one-over": signed_cookie("eyJhIjoiYSJ9x"),
+        "tampered-payload": "f" + valid[1:],
+        "tampered-signature": valid[:-1] + ("A" if valid[-1] != "A" else "B"),
+        "truncated": valid[:-5],
+        "extra-dot": valid + ".x",
+        "no-dot": valid.replace(".", ""),
+        "non-ascii": valid[:-1] + "\u00e9",
+        "too-long": "A" * (MAX_COOKIE_CHARS - len(valid) + 1) + valid,
+    }
+    seeds.update((f"signed-{name}", signed_json_cookie(content)) for name, content in payloads.items())
+    return {name: value.encode("utf-8") for name, value in seeds.items()}
+
+
+# --- birth dates ----------------------------------------------------------------------------------------
+
+PROVIDERS = ("facebook", "vk", "oidc")
+BIRTH_DATE_TODAY = date(2026, 6, 15)
+
+# (separator, the fields in order for each number of parts) as each provider writes a birth date.
+_BIRTH_DATE_LAYOUTS: dict[str, tuple[str, dict[int, str]]] = {
+    "facebook": ("/", {1: "y", 2: "md", 3: "mdy"}),
+    "vk": (".", {2: "dm", 3: "dmy"}),
+    "oidc": ("-", {1: "y", 3: "ymd"}),
+}
+
+
+def birth_date_input(provider: str, text: str) -> bytes:
+    """The fuzz input that `check_birth_date` turns into `provider` and `text` (for seeds)."""
+    return bytes((PROVIDERS.index(provider),)) + text.encode("utf-8")
+
+
+def split_birth_date_input(data: bytes) -> tuple[str, str]:
+    """(provider, text) chosen by the bytes of a fuzz input."""
+    if not data:
+        return PROVIDERS[0], ""
+    return PROVIDERS[data[0] % len(PROVIDERS)], data[1:].decode("utf-8", "replace")
+
+
+def check_birth_date(data: bytes) -> None:
+    """`birth_date` raises only ValueError, agrees with a reference, writes back, and `is_minor` turns at 18."""
+    provider, text = split_birth_date_input(data)
+    accepted, expected = reference_birth_date(provider, text)
+    try:
+        born = birth_date(provider, text)
+    except ValueError:
+        assert not accepted, f"birth_date refused {provider} {text!r}, a date: {expected}"
+        return
+    assert accepted, f"birth_date accepted {provider} {text!r} as {born}"
+    assert born == expected, f"birth_date read {provider} {text!r} as {born}, not {expected}"
+    if born is None:
+        assert not is_minor(born, BIRTH_DATE_TODAY)
+        return
+    assert type(born) is tuple and len(born) == 3 and all(type(part) is int for part in born)
+    date(*born)  # a real day, or ValueError: a finding here
+    written = format_birth_date(provider, born)
+    assert birth_date(provider, written) == born, f"{born} written as {written!r} reads otherwise"
+    assert is_minor(born, BIRTH_DATE_TODAY) == reference_is_minor(born, BIRTH_DATE_TODAY)
+    adult = adult_day(born)
+    if adult is not None:
+        assert is_minor(born, adult - timedelta(days=1)), f"born {born}: not a minor the day before {adult}"
+        assert not is_minor(born, adult), f"born {born}: still a minor on {adult}"
+
+
+def reference_birth_date(provider: str, text: str) -> tuple[bool, tuple[int, int, int] | None]:
+    """(whether `text` is a birth date as `provider` writes it, the date or None without a year), read here
+    without regular expressions or `datetime`."""
+    if provider not in _BIRTH_DATE_LAYOUTS:
+        return False, None
+    separator, layouts = _BIRTH_DATE_LAYOUTS[provider]
+    parts = text.split(separator)
+    layout = layouts.get(len(parts))
+    if layout is None:
+        return False, None
+    fields: dict[str, int] = {}
+    for name, part in zip(layout, parts, strict=True):
+        sizes = (4,) if name == "y" else (1, 2) if provider == "vk" else (2,)
+        if len(part) not in sizes or not all("0" <= c <= "9" for c in part):
+            return False, None
+        fields[name] = int(part)
+    year = fields.get("y", 0)  # 0000 is a year withheld
+    if "m" in fields:
+        month, day = fields["m"], fields["d"]
+        if not 1 <= month <= 12 or not 1 <= day <= calendar.monthrange(year or 2000, month)[1]:
+            return False, None
+        return True, (year, month, day) if year else None
+    return True, (year, 12, 31) if year else None
+
+
+def format_birth_date(provider: str, born: tuple[int, int, int]) -> str:
+    """`born` in `provider`'s format with a year and a day."""
+    year, month, day = born
+    if provider == "facebook":
+        return f"{month:02d}/{day:02d}/{year:04d}"
+    if provider == "vk":
+        return f"{day}.{month}.{year:04d}"
+    return f"{year:04d}-{month:02d}-{day:02d}"
+
+
+def adult_day(born: tuple[int, int, int]) -> date | None:
+    """The 18th birthday (1 March for 29 February in a common year); None past `datetime`'s last year."""
+    year, month, day = born
+    if year + ADULT_AGE > MAXYEAR:
+        return None
+    try:
+        return date(year + ADULT_AGE, month, day)
+    except ValueError:
+        return date(year + ADULT_AGE, 3, 1)
+
+
+def reference_is_minor(born: tuple[int, int, int] | None, today: date) -> bool:
+    """Whether someone born on `born` is under 18 on `today`, by `adult_day`; False for no year."""
+    if born is None:
+        return False
+    adult = adult_day(born)
+    return adult is None or today < adult
+
+
+def birth_date_seeds() -> dict[str, bytes]:
+    """Each provider's documented formats, at the edges of the calendar, and near misses."""
+    texts = {
+        "facebook": {
+            "MM-DD-YYYY": "12/31/1990",
+            "MM-DD-YYYY-feb29": "02/29/2000",
+            "MM-DD-YYYY-feb29-common": "02/29/1900",
+            "MM-DD-YYYY-invalid": "02/30/2000",
+            "MM-DD": "12/31",
+            "MM-DD-feb29": "02/29",
+            "YYYY": "1990",
+            "year-0000": "0000",
+            "one-digit-month": "1/31/1990",
+        },
+        "vk": {
+            "D.M.YYYY": "1.2.1990",
+            "DD.MM.YYYY": "31.12.1990",
+            "DD.M.YYYY": "01.2.1990",
+            "D.M": "5.11",
+            "DD.MM-feb29": "29.02",
+            "D.M.YYYY-invalid": "31.4.2000",
+            "year-only": "1990",
+            "year-0000": "1.1.0000",
+        },
+        "oidc": {
+            "YYYY-MM-DD": "1990-12-31",
+            "0000-MM-DD": "0000-02-29",
+            "YYYY": "1990",
+            "YYYY-MM-DD-invalid": "2001-13-01",
+            "first-day": "0001-01-01",
+            "last-day": "9999-12-31",
+            "YYYY-MM": "1990-12",
+        },
+    }
+    return {
+        f"{provider}-{name}": birth_date_input(provider, text)
+        for provider, examples in texts.items()
+        for name, text in examples.items()
+    }
+
+
 # --- registry and seeds ---------------------------------------------------------------------------------
 
 TARGETS: dict[str, Callable[[bytes], None]] = {
@@ -542,6 +809,8 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "stun_message": check_stun_message,
     "stun_responder": check_responder_input,
     "cluster_message": check_cluster_message,
+    "login_cookie": check_login_cookie,
+    "birth_date": check_birth_date,
 }
 
 
@@ -593,6 +862,8 @@ def seed_inputs() -> dict[str, dict[str, bytes]]:
         "stun_message": stun_messages,
         "stun_responder": responder,
         "cluster_message": cluster,
+        "login_cookie": login_cookie_seeds(),
+        "birth_date": birth_date_seeds(),
     }
 
 
@@ -626,6 +897,11 @@ def dictionaries() -> dict[str, list[bytes]]:
         "stun_message": stun_tokens,
         "stun_responder": stun_tokens,
         "cluster_message": list(dict.fromkeys(cluster)),
+        "login_cookie": [b".", b"-", b"_", b"=", b"eyJhIjoi", b"IiwiZSI6", b"MTgwMDAwMzYwMH0", b"eyJ", b"fQ"],
+        "birth_date": [
+            *(bytes((number,)) for number in range(len(PROVIDERS))),
+            *(b"/", b".", b"-", b"0000", b"1990", b"2008", b"9999", b"02/29", b"12/31", b"29.2", b"-02-29"),
+        ],
     }
 
 

@@ -2,7 +2,8 @@
 
 The same check functions as the atheris harnesses (docs/fuzzing.md): random bytes, near-valid inputs built
 by strategies (maps of the right `type` in both codecs, STUN messages with the cookie and real attribute
-types), every seed of the corpus, and every input kept under fuzz/regressions/.
+types, signed login cookies, birth dates in each provider's format), every seed of the corpus, and every
+input kept under fuzz/regressions/.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vchat.accounts.cookie import issue_cookie
 from vchat.protocol.codec import CODECS, JSON, MSGPACK, Codec
 from vchat.protocol.messages import CLIENT_TYPES, GENDERS, REPORT_REASONS, WANTS
 from vchat.stun.message import (
@@ -435,3 +437,130 @@ def test_a_message_of_single_floats_may_be_read_and_not_sent_again() -> None:
     floats = [1.5] * (targets.MAX_MESSAGE_BYTES // 5 - 10)
     data = msgpack.packb({"type": "x", "v": floats}, use_single_float=True)
     targets.check_cluster_message(data)
+
+
+# --- login cookie ---------------------------------------------------------------------------------------
+
+
+def damaged(draw: st.DrawFn, data: bytes, intact: int) -> bytes:
+    """`data`, or in 3 of `intact` + 3 draws with a byte flipped, cut short or with bytes added."""
+    damage = draw(st.sampled_from(["none"] * intact + ["flip", "cut", "append"]))
+    if damage == "flip" and data:
+        at = draw(st.integers(0, len(data) - 1))
+        data = data[:at] + bytes((data[at] ^ draw(st.integers(1, 255)),)) + data[at + 1 :]
+    elif damage == "cut" and data:
+        data = data[: draw(st.integers(0, len(data) - 1))]
+    elif damage == "append":
+        data += draw(st.binary(min_size=1, max_size=4))
+    return data
+
+
+account_ids = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=128)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=6,
+)
+cookie_contents = st.fixed_dictionaries(
+    {
+        "a": one_in(4, json_values, account_ids | st.sampled_from(["", "a b", "x" * 129, "\u00e9"])),
+        "e": one_in(4, json_values, st.integers(int(targets.COOKIE_NOW) - 3, int(targets.COOKIE_NOW) + 3)),
+    },
+    optional={"x": json_values},
+)
+
+
+@st.composite
+def login_cookies(draw: st.DrawFn) -> bytes:
+    """A cookie issued (or signed around any JSON) with the target's key or another, then maybe damaged."""
+    key = draw(st.sampled_from([targets.COOKIE_KEY] * 3 + [targets.OTHER_COOKIE_KEY]))
+    kind = draw(st.sampled_from(["issued", "json", "any"]))
+    if kind == "issued":
+        value = issue_cookie(
+            key,
+            draw(account_ids),
+            draw(st.floats(targets.COOKIE_NOW - 100, targets.COOKIE_NOW + 100)),
+            draw(st.floats(0.001, 200)),
+        )
+    elif kind == "json":
+        content = json.dumps(draw(cookie_contents | json_values)).encode()
+        value = targets.signed_json_cookie(content, key)
+    else:
+        value = targets.signed_cookie(draw(st.text("AQgw-_=.+/", max_size=30)).replace(".", ""), key)
+    return damaged(draw, value.encode("ascii"), intact=5)
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=120))
+def test_any_login_cookie_bytes(data: bytes) -> None:
+    targets.check_login_cookie(data)
+
+
+@settings(max_examples=300)
+@given(login_cookies())
+def test_near_valid_login_cookies(data: bytes) -> None:
+    targets.check_login_cookie(data)
+
+
+# --- birth dates ----------------------------------------------------------------------------------------
+
+
+@st.composite
+def written_birth_dates(draw: st.DrawFn) -> bytes:
+    """A date written the way a provider writes one (numbers in or out of range, widths right or wrong)."""
+    provider = draw(st.sampled_from(targets.PROVIDERS))
+    year = draw(one_in(6, st.just(0), st.integers(0, 9999)))
+    month = draw(one_in(4, st.integers(0, 13), st.integers(1, 12)))
+    day = draw(one_in(4, st.integers(0, 32), st.integers(1, 31)))
+
+    def number(value: int, widths: list[int]) -> str:
+        return f"{value:0{draw(st.sampled_from(widths))}d}"
+
+    y, m, d = (
+        number(year, [4] * 20 + [1, 3, 5]),
+        number(month, [2] * 20 + [1, 3]),
+        number(day, [2] * 20 + [1, 3]),
+    )
+    if provider == "facebook":
+        forms = [f"{m}/{d}/{y}", f"{m}/{d}", y]
+    elif provider == "vk":
+        m, d = number(month, [1, 2] * 10 + [3]), number(day, [1, 2] * 10 + [3])
+        forms = [f"{d}.{m}.{y}", f"{d}.{m}", y]
+    else:
+        forms = [f"{y}-{m}-{d}", f"0000-{m}-{d}", y, f"{y}-{m}"]
+    text = draw(st.sampled_from(forms))
+    data = bytes((draw(st.sampled_from([targets.PROVIDERS.index(provider)] * 5 + [0, 1, 2, 255])),))
+    return data + damaged(draw, text.encode("ascii"), intact=8)
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=16))
+def test_any_birth_date_bytes(data: bytes) -> None:
+    targets.check_birth_date(data)
+
+
+@settings(max_examples=500)
+@given(written_birth_dates())
+def test_near_valid_birth_dates(data: bytes) -> None:
+    targets.check_birth_date(data)
+
+
+@pytest.mark.parametrize(
+    ("provider", "text"),
+    [
+        ("facebook", "02/29/2000"),
+        ("facebook", "02/29/1900"),
+        ("vk", "29.2.2100"),
+        ("vk", "29.02.2400"),
+        ("oidc", "0000-02-29"),
+        ("oidc", "0001-01-01"),
+        ("oidc", "9981-12-31"),  # the last birth with an 18th birthday datetime can write
+        ("oidc", "9982-01-01"),
+        ("oidc", "9999-12-31"),
+        ("oidc", "9999"),
+        ("facebook", "\u0661\u0662/\u0663\u0661/\u0662\u0660\u0660\u0660"),  # Arabic-Indic digits
+        ("oidc", "\uff11\uff19\uff19\uff10"),  # full-width digits
+    ],
+)
+def test_birth_dates_at_the_limits(provider: str, text: str) -> None:
+    targets.check_birth_date(targets.birth_date_input(provider, text))

@@ -37,6 +37,10 @@ PURE_CORES = (
     "vchat.cluster.wire",
     "vchat.cluster.entries",
     "vchat.redis_address",
+    "vchat.store.account_records",
+    "vchat.accounts.cookie",
+    "vchat.accounts.email",
+    "vchat.accounts.age",
 )
 FORBIDDEN_IN_CORES = ("twisted", "zope", "autobahn", "geoip2")  # not even an interface: plain Python
 
