@@ -58,6 +58,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "vchat.reactors",
         "vchat.reuseport",
         "vchat.redis_address",
+        "vchat.httpbody",
     ),
     (
         "vchat.matching",
@@ -80,7 +81,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "vchat.moderation.signals",
     ),
     ("vchat.protocol",),
-    ("vchat.moderation",),
+    ("vchat.moderation", "vchat.accounts"),
     (
         "vchat.cluster.matchmaker",
         "vchat.cluster.node",

@@ -10,6 +10,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
+from vchat.accounts.config import ACCOUNT_SETTINGS, auth_routes, check_account_options
+from vchat.accounts.routes import AUTH_PREFIX
 from vchat.addresses import proxy_network
 from vchat.admin.api import AdminApi
 from vchat.admin.figures import ClusterSources, Figures
@@ -219,7 +221,7 @@ SETTINGS = (
 class Options(SettingsOptions):
     """Options of `twistd vchat`; `--config FILE` supplies the same keys and the command line wins."""
 
-    settings = SETTINGS + STUN_SETTINGS + WEBHOOK_SETTINGS
+    settings = SETTINGS + STUN_SETTINGS + WEBHOOK_SETTINGS + ACCOUNT_SETTINGS
     tables = ("rules",)  # [rules.NAME]: each automatic moderation rule's thresholds (docs/moderation.md)
 
     def check(self) -> None:
@@ -234,6 +236,7 @@ class Options(SettingsOptions):
         if self["max-report-bytes"] < self["max-message-bytes"]:
             raise usage.UsageError("--max-report-bytes must be at least --max-message-bytes")
         check_webhook_options(self)
+        check_account_options(self)
         if self["admin-token"] is not None:
             try:
                 check_token(self["admin-token"], "--admin-token")
@@ -342,7 +345,11 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Mult
         allowed_origins=frozenset(options["allowed-origin"]),
     )
     endpoint = serverFromString(reactor, options["ws"])
-    SignalingService(endpoint, factory, on_failure=stop, web=not options["no-web"]).setServiceParent(root)
+    logins = auth_routes(options, reactor, store.whenOpen)
+    routes = {} if logins is None else {AUTH_PREFIX: logins}
+    SignalingService(
+        endpoint, factory, on_failure=stop, web=not options["no-web"], routes=routes
+    ).setServiceParent(root)
     if options.stun.udp_port or options.stun.tcp_endpoint:
         StunService(reactor, options.stun, on_failure=stop).setServiceParent(root)
     context = ServiceContext(reactor, options["data-dir"], moderation)

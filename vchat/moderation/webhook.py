@@ -9,20 +9,18 @@ the injected clock, and the queue is bounded (the oldest waiting item is dropped
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
 from twisted.internet.error import TimeoutError
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
-from twisted.internet.protocol import Protocol as TwistedProtocol
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import ResponseDone
-from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IResponse
 
 from vchat.failurelog import ThrottledFailureLog
+from vchat.httpbody import BodyTooLarge, read_body
 from vchat.moderation.webhook_message import (
     MAX_VERDICT_BYTES,
     Subject,
@@ -89,52 +87,6 @@ class TreqClient:
             return succeed(None)
         closing: Deferred[None] = self._pool.closeCachedConnections()
         return closing
-
-
-class ReplyTooLarge(Exception):
-    """The webhook's reply body was longer than `MAX_VERDICT_BYTES`."""
-
-
-class _CappedBody(TwistedProtocol):
-    """Reads a response body up to a limit, dropping the connection beyond it or when cancelled."""
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._chunks: list[bytes] = []
-        self._size = 0
-        self.done: Deferred[bytes] = Deferred(lambda _: self._abort())
-
-    def _abort(self) -> None:
-        producer = cast(IPushProducer | None, self.transport)  # a response body's transport is a producer
-        if producer is not None:
-            producer.stopProducing()
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.done.called:
-            return
-        self._size += len(data)
-        if self._size > self._limit:
-            self._abort()
-            self.done.errback(ReplyTooLarge())
-            return
-        self._chunks.append(data)
-
-    def connectionLost(self, reason: Failure | None = None) -> None:
-        if self.done.called:
-            return
-        if reason is None or reason.check(ResponseDone, PotentialDataLoss):
-            self.done.callback(b"".join(self._chunks))
-        else:
-            self.done.errback(reason)
-
-
-def read_reply(response: IResponse, limit: int = MAX_VERDICT_BYTES) -> Deferred[bytes]:
-    """The body of `response`, at most `limit` bytes (`ReplyTooLarge` beyond; the connection is dropped)."""
-    if response.length == 0:
-        return succeed(b"")
-    reader = _CappedBody(limit)
-    response.deliverBody(reader)
-    return reader.done
 
 
 class _Rejected(Exception):
@@ -276,8 +228,8 @@ class ModerationWebhook(Service):
         now = int(self._clock.seconds())
         response = await self._client.post(self._url, item.body, headers_for(self._secret, now, item.body))
         try:
-            reply = await read_reply(response)
-        except ReplyTooLarge:
+            reply = await read_body(response, MAX_VERDICT_BYTES)
+        except BodyTooLarge:
             reply = None
         if 200 <= response.code <= 299:
             self._delivered(item, reply)

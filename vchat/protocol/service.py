@@ -3,9 +3,10 @@ stops."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.web.resource import IResource
 
 from vchat.listener import EndpointService
 from vchat.protocol.site import SignalingSite
@@ -22,8 +23,10 @@ class SignalingService(EndpointService):
         factory: SignalingFactory,
         on_failure: Callable[[], object],
         web: bool = True,
+        routes: Mapping[bytes, IResource] | None = None,
     ) -> None:
-        super().__init__("signaling", endpoint, SignalingSite(factory, web), on_failure)
+        """`routes`: more HTTP resources on the same port, by the path prefix they serve."""
+        super().__init__("signaling", endpoint, SignalingSite(factory, web, routes), on_failure)
         self.factory = factory
         self._switchboard = factory.switchboard
         self._allowed_origins = factory.allowed_origins

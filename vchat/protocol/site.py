@@ -7,6 +7,7 @@ request for /ws is handed, with its connection, to the Autobahn protocol (`WebSo
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.resources import files
 from importlib.resources.abc import Traversable
@@ -124,17 +125,23 @@ class _WebSocket(WebSocketResource):
 
 
 class _Root(Resource):
-    """/ws to the WebSocket; every other path to the static files."""
+    """/ws to the WebSocket; paths under a prefix of `routes` to its resource; every other path to the static
+    files."""
 
     isLeaf = True
 
-    def __init__(self, websocket: IResource, pages: IResource) -> None:
+    def __init__(self, websocket: IResource, pages: IResource, routes: Mapping[bytes, IResource]) -> None:
         super().__init__()
         self._websocket = websocket
         self._pages = pages
+        self._routes = dict(routes)
 
     def render(self, request: Request) -> bytes | int:
-        chosen = self._websocket if request.path == _WEBSOCKET_PATH else self._pages
+        path = request.path
+        chosen = self._websocket if path == _WEBSOCKET_PATH else self._pages
+        for prefix, resource in self._routes.items():
+            if path.startswith(prefix):
+                chosen = resource
         rendered: bytes | int = chosen.render(request)
         return rendered
 
@@ -144,10 +151,13 @@ class SignalingSite(Site):
 
     displayTracebacks = False
 
-    def __init__(self, factory: SignalingFactory, web: bool = True) -> None:
+    def __init__(
+        self, factory: SignalingFactory, web: bool = True, routes: Mapping[bytes, IResource] | None = None
+    ) -> None:
+        """`routes`: more resources, by the path prefix they serve (such as b"/auth/")."""
         pages = StaticFiles(web_client_files() if web else {})
         # timeout: how long an HTTP connection may idle without asking for the WebSocket.
-        super().__init__(_Root(_WebSocket(factory), pages), timeout=60)
+        super().__init__(_Root(_WebSocket(factory), pages, routes or {}), timeout=60)
 
     def log(self, request: Request) -> None:
         pass

@@ -1,0 +1,183 @@
+"""Logging in through the server's /auth routes, end to end: a real `twistd vchat` service tree with Facebook
+login pointed at a fake Facebook (tests/provider_servers.py), a test HTTP client as the browser, and the
+account in the store."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest_twisted
+import treq
+from provider_servers import FakeFacebook, listen
+from twisted.internet import reactor
+from twisted.logger import capturedLogs, formatEvent
+
+from vchat.accounts.cookie import COOKIE_NAME
+from vchat.accounts.flow import STATE_COOKIE
+from vchat.store.account_records import ProviderIdentity
+from vchat.testing import RunningServer, start_server
+
+APP_ID, APP_SECRET = "4242", "facebook-app-secret-for-tests"
+ANN = {
+    "id": "10001",
+    "email": "Ann@Example.org",
+    "gender": "female",
+    "birthday": "04/02/1990",
+    "location": {"location": {"country_code": "de"}, "id": "1"},
+}
+
+
+class Browser:
+    """Follows nothing by itself; keeps the cookies the site sets, as a browser does for one site."""
+
+    def __init__(self, site: str) -> None:
+        self.site = site
+        self.cookies: dict[str, str] = {}
+
+    async def get(self, url: str, **headers: str) -> tuple[int, str | None]:
+        return await self.request("GET", url, **headers)
+
+    async def request(self, method: str, url: str, **headers: str) -> tuple[int, str | None]:
+        """(status, Location) of a request to `url`; the site's cookies sent and kept."""
+        sent = {name.replace("_", "-"): [value] for name, value in headers.items()}
+        if url.startswith(self.site) and self.cookies:
+            sent["Cookie"] = ["; ".join(f"{name}={value}" for name, value in self.cookies.items())]
+        response = await treq.request(method, url, headers=sent, allow_redirects=False, persistent=False)
+        await response.content()
+        for header in response.headers.getRawHeaders(b"Set-Cookie", []):
+            for name, morsel in SimpleCookie(header.decode()).items():
+                if morsel["max-age"] == "0":
+                    self.cookies.pop(name, None)
+                else:
+                    self.cookies[name] = morsel.value
+                assert morsel["httponly"] and morsel["samesite"].lower() == "lax"
+        location = response.headers.getRawHeaders(b"Location")
+        return response.code, None if location is None else location[0].decode()
+
+
+@pytest_twisted.async_yield_fixture()
+async def site() -> AsyncIterator[tuple[RunningServer, FakeFacebook, str]]:
+    facebook = FakeFacebook(APP_ID, APP_SECRET, user=dict(ANN))
+    provider = listen(reactor, facebook)
+    server = await start_server(
+        reactor,
+        *("--facebook-app-id", APP_ID, "--facebook-app-secret", APP_SECRET),
+        *("--facebook-dialog-url", f"{provider.url}/dialog/oauth"),
+        *("--facebook-graph-url", f"{provider.url}/v19.0"),
+    )
+    base = "http" + server.url.removeprefix("ws").removesuffix("/ws")
+    try:
+        yield server, facebook, base
+    finally:
+        await server.stop()
+        await provider.stop()
+
+
+async def log_in(browser: Browser, base: str) -> str | None:
+    """The whole trip: start, the provider's dialog, back to the callback; where the site sends the browser."""
+    status, dialog = await browser.get(f"{base}/auth/facebook/start")
+    assert status == 302 and dialog is not None and STATE_COOKIE in browser.cookies
+    status, back = await browser.get(dialog)  # the fake Facebook's dialog consents at once
+    assert status == 302 and back is not None and back.startswith(f"{base}/auth/facebook/callback?")
+    status, landing = await browser.get(back)
+    assert status == 302
+    return landing
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_facebook_login_makes_an_account_and_a_login_cookie(site: Any) -> None:
+    server, _, base = site
+    browser = Browser(base)
+    assert await log_in(browser, base) == "/"
+    assert COOKIE_NAME in browser.cookies and STATE_COOKIE not in browser.cookies
+    store = await server.store()
+    found = await store.get_account(browser_account(browser))
+    assert found is not None
+    assert found.identities == (ProviderIdentity("facebook", "10001"),)
+    assert (found.gender, found.country, found.has_email) == ("f", "DE", True)
+
+
+def browser_account(browser: Browser) -> str:
+    """The account id the browser's login cookie names (its payload is readable; its signature is the point)."""
+    payload = browser.cookies[COOKIE_NAME].split(".")[0]
+    return str(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["a"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_callback_without_this_browsers_state_is_refused(site: Any) -> None:
+    _, _, base = site
+    stranger = Browser(base)
+    _, dialog = await stranger.get(f"{base}/auth/facebook/start")
+    assert dialog is not None
+    _, back = await stranger.get(dialog)
+    assert back is not None
+    victim = Browser(base)  # a forged link: the callback reaches a browser that started no login
+    assert await victim.get(back) == (302, "/#login-error=state")
+    assert COOKIE_NAME not in victim.cookies
+    query = parse_qs(urlsplit(back).query)
+    tampered = back.replace(query["state"][0], "x" + query["state"][0][1:])
+    assert await stranger.get(tampered) == (302, "/#login-error=state")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_minor_a_cancelled_login_and_a_replayed_code_are_refused(site: Any) -> None:
+    _, facebook, base = site
+    facebook.user = {**ANN, "birthday": "01/01/2015"}
+    assert await log_in(Browser(base), base) == "/#login-error=under_18"
+    facebook.user = dict(ANN)
+    browser = Browser(base)
+    _, dialog = await browser.get(f"{base}/auth/facebook/start")
+    assert dialog is not None
+    _, back = await browser.get(dialog)
+    assert back is not None
+    state = parse_qs(urlsplit(back).query)["state"][0]
+    cancelled = f"{base}/auth/facebook/callback?error=access_denied&state={state}"
+    assert await browser.get(cancelled) == (302, "/#login-error=cancelled")
+    replay = Browser(base)
+    _, dialog = await replay.get(f"{base}/auth/facebook/start")
+    assert dialog is not None
+    _, back = await replay.get(dialog)
+    assert back is not None
+    saved = dict(replay.cookies)
+    assert await replay.get(back) == (302, "/")
+    replay.cookies = saved
+    assert await replay.get(back) == (302, "/#login-error=provider")  # Facebook refuses a code used twice
+
+
+@pytest_twisted.ensureDeferred
+async def test_providers_are_listed_and_logout_needs_this_sites_page(site: Any) -> None:
+    _, _, base = site
+    response = await treq.get(f"{base}/auth/providers", persistent=False)
+    assert await response.json() == [{"name": "facebook", "label": "Facebook"}]
+    browser = Browser(base)
+    await log_in(browser, base)
+    assert await browser.request("POST", f"{base}/auth/logout", Origin="https://evil.example") == (403, None)
+    assert COOKIE_NAME in browser.cookies
+    assert await browser.request("POST", f"{base}/auth/logout", Origin=base) == (204, None)
+    assert COOKIE_NAME not in browser.cookies
+    unknown = await treq.get(f"{base}/auth/nobody/start", allow_redirects=False, persistent=False)
+    assert unknown.code == 302 and unknown.headers.getRawHeaders(b"Location") == [b"/#login-error=provider"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_email_token_or_birth_date_is_kept_or_logged(site: Any) -> None:
+    server, facebook, base = site
+    with capturedLogs() as events:
+        await log_in(Browser(base), base)
+        facebook.user = {**ANN, "id": "10002", "birthday": "01/01/2015"}  # a minor: refused, nothing kept
+        await log_in(Browser(base), base)
+    logged = "\n".join(formatEvent(event) + repr(event) for event in events).lower()
+    secrets = ["ann@example.org", "04/02/1990", "1990", "01/01/2015", *facebook.tokens, APP_SECRET]
+    for secret in secrets:
+        assert secret.lower() not in logged
+    for path in Path(server.data_dir).rglob("*"):
+        if path.is_file():
+            content = path.read_bytes().lower()
+            for secret in secrets:
+                assert secret.lower().encode() not in content, f"{secret} in {path.name}"
