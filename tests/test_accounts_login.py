@@ -21,7 +21,7 @@ from twisted.logger import capturedLogs, formatEvent
 from vchat.accounts.cookie import COOKIE_NAME
 from vchat.accounts.flow import STATE_COOKIE
 from vchat.store.account_records import ProviderIdentity
-from vchat.testing import RunningServer, start_server
+from vchat.testing import RunningServer, SignalingClient, connect, hello_message, start_server
 
 APP_ID, APP_SECRET = "4242", "facebook-app-secret-for-tests"
 ANN = {
@@ -181,3 +181,69 @@ async def test_no_email_token_or_birth_date_is_kept_or_logged(site: Any) -> None
             content = path.read_bytes().lower()
             for secret in secrets:
                 assert secret.lower().encode() not in content, f"{secret} in {path.name}"
+
+
+async def connected_as(server: RunningServer, browser: Browser | None, **hello: object) -> SignalingClient:
+    """A WebSocket client carrying `browser`'s cookies (none for None), that said hello with `hello`."""
+    headers = None
+    if browser is not None and browser.cookies:
+        headers = {"Cookie": "; ".join(f"{name}={value}" for name, value in browser.cookies.items())}
+    client = await connect(reactor, server.url, headers=headers)
+    client.send(hello_message(**hello))
+    return client
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_logged_in_user_is_its_account_on_every_device_and_a_ban_on_it_holds(site: Any) -> None:
+    server, _, base = site
+    browser = Browser(base)
+    await log_in(browser, base)
+    account_id = browser_account(browser)
+    client = await connected_as(server, browser, gender=None)  # not said: the account's, from Facebook
+    welcome = await client.expect("welcome")
+    assert welcome["account"] == {
+        "user_id": account_id,
+        "providers": ["facebook"],
+        "settings": {"lang": None, "translate_to": None, "translate": False, "want": "any", "countries": []},
+    }
+    board = server.service.getServiceNamed("signaling").factory.switchboard
+    session = board.find(welcome["session_id"])
+    assert session is not None and session.gender == "f" and session.user_id == account_id
+    anonymous = await connected_as(server, None)
+    assert (await anonymous.expect("welcome"))["account"] is None
+    forged = Browser(base)
+    forged.cookies[COOKIE_NAME] = browser.cookies[COOKIE_NAME][:-2] + "xx"
+    assert (await (await connected_as(server, forged)).expect("welcome"))["account"] is None
+    # A ban on the account ends its session, and holds for a login from another device.
+    await server.moderation.ban("user_id", account_id, "insults", "harassment", 3600.0)
+    assert (await client.expect("banned"))["type"] == "banned"
+    other_device = Browser(base)
+    await log_in(other_device, base)
+    again = await connected_as(server, other_device, client={"device_id": "another-device"})
+    assert (await again.expect("banned"))["type"] == "banned"
+    assert (await again.wait_closed())[1] == 4004
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_server_that_requires_a_login_refuses_an_anonymous_hello() -> None:
+    facebook = FakeFacebook(APP_ID, APP_SECRET, user=dict(ANN))
+    provider = listen(reactor, facebook)
+    server = await start_server(
+        reactor,
+        "--require-login",
+        *("--facebook-app-id", APP_ID, "--facebook-app-secret", APP_SECRET),
+        *("--facebook-dialog-url", f"{provider.url}/dialog/oauth"),
+        *("--facebook-graph-url", f"{provider.url}/v19.0"),
+    )
+    try:
+        base = "http" + server.url.removeprefix("ws").removesuffix("/ws")
+        anonymous = await connected_as(server, None)
+        assert (await anonymous.expect("error"))["code"] == "login_required"
+        assert (await anonymous.wait_closed())[1] == 4009
+        browser = Browser(base)
+        await log_in(browser, base)
+        member = await connected_as(server, browser)
+        assert (await member.expect("welcome"))["account"]["providers"] == ["facebook"]
+    finally:
+        await server.stop()
+        await provider.stop()

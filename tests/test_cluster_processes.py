@@ -231,9 +231,9 @@ async def test_a_ban_on_one_node_closes_the_user_on_another(cluster: Cluster) ->
             reactor, n1, "POST", "/api/bans", {"user_id": welcome["session_id"], "reason": "test ban"}
         )
         assert code == 201, ban
-        assert (await banned.expect("banned", 3))["reason"] == "test ban"
-        assert (await banned.wait_closed(3))[1] == 4004
-        assert await partner.expect("partner_left", 3) == {
+        assert (await banned.expect("banned", 10))["reason"] == "test ban"
+        assert (await banned.wait_closed(10))[1] == 4004
+        assert await partner.expect("partner_left", 10) == {
             "type": "partner_left",
             "match_id": theirs["match_id"],
             "reason": "disconnect",
@@ -245,8 +245,8 @@ async def test_a_ban_on_one_node_closes_the_user_on_another(cluster: Cluster) ->
             reactor, n2, "POST", "/api/bans", {"device_id": "cluster-test-device", "reason": "device"}
         )
         assert code == 201, ban
-        await device.expect("banned", 3)
-        assert (await device.wait_closed(3))[1] == 4004
+        await device.expect("banned", 10)
+        assert (await device.wait_closed(10))[1] == 4004
         again = await connect(reactor, n1.url, OFFERED["json"])
         clients.append(again)
         again.send(hello_message(id=7, client={"device_id": "cluster-test-device"}))

@@ -64,9 +64,9 @@ def test_hello_gets_welcome(memory: MemoryServer) -> None:
     welcome = client.expect("welcome")
     assert set(welcome) == {
         "type", "session_id", "country", "ice_servers", "ice_transport_policy", "resume_token", "online",
-        "resumed", "match",
+        "resumed", "match", "account",
     }  # fmt: skip
-    assert welcome["country"] is None
+    assert welcome["country"] is None and welcome["account"] is None
     assert welcome["ice_transport_policy"] == "all"
     assert welcome["ice_servers"] == []
     assert welcome["online"] == 1

@@ -347,6 +347,8 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Mult
     endpoint = serverFromString(reactor, options["ws"])
     logins = auth_routes(options, reactor, store.whenOpen)
     routes = {} if logins is None else {AUTH_PREFIX: logins}
+    factory.accounts = None if logins is None else logins.logins
+    factory.require_login = options["require-login"]
     SignalingService(
         endpoint, factory, on_failure=stop, web=not options["no-web"], routes=routes
     ).setServiceParent(root)

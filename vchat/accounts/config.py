@@ -31,6 +31,13 @@ def http_url(value: Any) -> str:
 
 
 ACCOUNT_SETTINGS = (
+    Setting(
+        "require-login",
+        False,
+        bool,
+        "refuse a hello without a login (error login_required, close 4009); needs a login provider",
+        flag=True,
+    ),
     Setting("auth-ttl", 2592000.0, number, "seconds a login lasts (the login cookie's life: 30 days)", 60),
     Setting(
         "public-url",
@@ -71,12 +78,16 @@ _PAIRS = (
 
 
 def check_account_options(options: Mapping[str, Any]) -> None:
-    """`UsageError` unless each provider's options are given together."""
+    """`UsageError` unless each provider's options are given together, and a required login has one."""
     for names in _PAIRS:
         given = [name for name in names if options[name]]
         if given and len(given) != len(names):
             missing = ", ".join(f"--{name}" for name in names if name not in given)
             raise usage.UsageError(f"--{given[0]} needs {missing}")
+    if options["require-login"] and not any(options[names[0]] for names in _PAIRS):
+        raise usage.UsageError(
+            "--require-login needs a login provider (--facebook-app-id, --vk-app-id or --oidc-issuer)"
+        )
 
 
 # Each provider: its name, its class, and the options that give its arguments, in order (the first enables it).

@@ -21,11 +21,13 @@ from datetime import UTC, datetime
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from zope.interface import implementer
 
 from vchat.accounts.age import is_minor
 from vchat.accounts.cookie import issue_cookie, read_cookie, sign, verify
 from vchat.accounts.email import email_hash
 from vchat.accounts.provider import ILoginProvider, ProviderError
+from vchat.protocol.accounts import AccountView, IAccountLookup
 from vchat.store.account_records import Account, Login, ProviderIdentity
 from vchat.store.interface import IStore
 
@@ -57,6 +59,24 @@ def code_challenge(verifier: str) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii")).digest()).rstrip(b"=").decode()
 
 
+def account_view(account: Account) -> AccountView:
+    """What signaling uses of `account` (and `welcome` shows its user)."""
+    settings = account.settings
+    return AccountView(
+        account.account_id,
+        account.gender,
+        tuple(sorted({identity.provider for identity in account.identities})),
+        {
+            "lang": settings.lang,
+            "translate_to": settings.translate_to,
+            "translate": settings.translate,
+            "want": settings.want,
+            "countries": list(settings.countries),
+        },
+    )
+
+
+@implementer(IAccountLookup)
 class Logins:
     """Starts and finishes logins through the configured providers, and reads login cookies."""
 
@@ -130,7 +150,7 @@ class Logins:
             raise LoginRefused("deleted", "the account was deleted at its user's request")
         return account, issue_cookie(await self._key(COOKIE_KEY), account.account_id, now, self.login_ttl)
 
-    async def account_of(self, cookie: str | None) -> Account | None:
+    async def account(self, cookie: str | None) -> Account | None:
         """The account a login cookie's value names, if it is valid and the account not deleted."""
         if cookie is None:
             return None
@@ -140,6 +160,14 @@ class Logins:
         store = await self._store()
         account = await store.get_account(account_id)
         return None if account is None or account.deleted else account
+
+    def account_of(self, cookie: str | None) -> Deferred[AccountView | None]:
+        """`IAccountLookup`: the account as signaling uses it."""
+        return Deferred.fromCoroutine(self._view(cookie))
+
+    async def _view(self, cookie: str | None) -> AccountView | None:
+        account = await self.account(cookie)
+        return None if account is None else account_view(account)
 
     def _provider(self, name: str) -> ILoginProvider:
         provider = self.providers.get(name)

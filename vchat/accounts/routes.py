@@ -41,14 +41,14 @@ class AuthRoutes(Resource):
         """`public_url` (scheme://host[:port]) is where browsers reach this site, for the providers' redirect
         URIs; None: the scheme and Host of each request."""
         super().__init__()
-        self._logins = logins
+        self.logins = logins
         self._public_url = public_url.rstrip("/") if public_url else None
 
     def render(self, request: Request) -> bytes | int:
         parts = request.path[len(AUTH_PREFIX) :].decode("ascii", "replace").split("/")
         method = request.method
         if parts == ["providers"] and method in (b"GET", b"HEAD"):
-            providers = [{"name": p.name, "label": p.label} for p in self._logins.providers.values()]
+            providers = [{"name": p.name, "label": p.label} for p in self.logins.providers.values()]
             return _json(request, 200, providers)
         if parts == ["logout"] and method == b"POST":
             return self._logout(request)
@@ -69,7 +69,7 @@ class AuthRoutes(Resource):
 
     async def _start(self, request: Request, name: str) -> None:
         try:
-            started = await self._logins.start(name, self._redirect_uri(request, name))
+            started = await self.logins.start(name, self._redirect_uri(request, name))
         except LoginRefused as e:
             self._refused(request, e)
             return
@@ -84,7 +84,7 @@ class AuthRoutes(Resource):
         }
         state_cookie = request.getCookie(STATE_COOKIE.encode())
         try:
-            account, cookie = await self._logins.finish(
+            account, cookie = await self.logins.finish(
                 name,
                 self._redirect_uri(request, name),
                 query,
@@ -95,7 +95,7 @@ class AuthRoutes(Resource):
             self._refused(request, e)
             return
         self._cookie(request, STATE_COOKIE, "", 0, "/auth/")
-        self._cookie(request, COOKIE_NAME, cookie, self._logins.login_ttl, "/")
+        self._cookie(request, COOKIE_NAME, cookie, self.logins.login_ttl, "/")
         self._log.info(
             "account {account} logged in through {provider}", account=account.account_id, provider=name
         )

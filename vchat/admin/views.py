@@ -65,6 +65,8 @@ def session_view(session: Session) -> dict[str, Any]:
     """A live session as a moderator may see it: never its partner, its match or its messages."""
     return {
         "id": session.session_id,
+        "user_id": session.user_id,
+        "account": None if session.account is None else session.account.user_id,
         "state": session.state.value,
         "connected": session.peer is not None,
         "country": session.country,

@@ -159,7 +159,7 @@ class ModerationService(Service):
         now = self._clock.seconds()
 
         def notice_for(session: Session) -> BanNotice | None:
-            ban = self._bans.match(now, session.session_id, session.address, session.device_id)
+            ban = self._bans.match(now, session.user_id, session.address, session.device_id)
             return None if ban is None else _notice(ban)
 
         try:
@@ -250,7 +250,7 @@ class ModerationService(Service):
         try:
             self._switchboard.close_banned(
                 lambda session: (
-                    notice if bars(ban, session.session_id, session.address, session.device_id) else None
+                    notice if bars(ban, session.user_id, session.address, session.device_id) else None
                 )
             )
         except Exception:
@@ -520,7 +520,7 @@ class ModerationService(Service):
         session = watched.session
         try:
             new = NewFlag(
-                user_id=session.session_id,
+                user_id=session.user_id,
                 device_id=session.device_id,
                 rule=rule,
                 summary=action.summary,
@@ -545,7 +545,7 @@ class ModerationService(Service):
             )
             self.actions["ban"] += 1
             self.ban_user(
-                session.session_id,
+                session.user_id,
                 session.device_id,
                 action.reason,
                 action.category,

@@ -19,6 +19,7 @@ class ErrorCode(StrEnum):
     PARTNER_RECONNECTING = "partner_reconnecting"
     BAD_SNAPSHOT = "bad_snapshot"
     KICKED = "kicked"
+    LOGIN_REQUIRED = "login_required"
 
 
 class CloseCode(IntEnum):
@@ -33,6 +34,7 @@ class CloseCode(IntEnum):
     BANNED = 4004
     KICKED = 4005
     TOO_MANY_ERRORS = 4008
+    LOGIN_REQUIRED = 4009
 
 
 class ProtocolError(Exception):

@@ -59,7 +59,7 @@ class Hello:
     """First message: who the user is, and optionally the session it resumes."""
 
     TYPE: ClassVar[str] = "hello"
-    gender: str
+    gender: str | None  # None: not said (a logged-in user's account's, else "u")
     lang: str | None
     client: dict[str, ClientFact]
     resume: str | None
@@ -72,7 +72,7 @@ class Hello:
             raise ProtocolError(
                 ErrorCode.AGE_REQUIRED, "you must confirm that you are 18 or older", CloseCode.AGE_REQUIRED
             )
-        gender = _one_of(raw, "gender", GENDERS)
+        gender = None if raw.get("gender") is None else _one_of(raw, "gender", GENDERS)
         lang = raw.get("lang")
         if lang is not None and not (
             isinstance(lang, str) and len(lang) <= MAX_LANG_CHARS and _LANG.fullmatch(lang)

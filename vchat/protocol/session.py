@@ -10,6 +10,7 @@ from twisted.internet.interfaces import IDelayedCall
 from zope.interface import Interface
 
 from vchat.outcome import Outcome
+from vchat.protocol.accounts import AccountView
 from vchat.protocol.messages import ClientFact, Search
 
 
@@ -73,6 +74,13 @@ class Session:
     reports: dict[str, Outcome[str]] = field(default_factory=dict)
     # The node holding this session when it is another node's, standing in for a partner there; else None.
     node: str | None = None
+    # The account of a logged-in user (from the login cookie of its latest connection); None: anonymous.
+    account: AccountView | None = None
+
+    @property
+    def user_id(self) -> str:
+        """Who the user is, for bans and reports: its account's id when logged in, else the session's id."""
+        return self.account.user_id if self.account is not None else self.session_id
 
     def enter(self, state: SessionState) -> None:
         """Move to `state`, refusing moves the life cycle does not allow."""
@@ -86,7 +94,7 @@ class Session:
 
     def identity(self) -> Identity:
         """Who this user is, as a report of them records it."""
-        return Identity(self.session_id, self.device_id, self.address, dict(self.client))
+        return Identity(self.user_id, self.device_id, self.address, dict(self.client))
 
 
 @dataclass(frozen=True, slots=True)

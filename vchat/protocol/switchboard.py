@@ -15,6 +15,7 @@ from zope.interface import implementer
 from vchat.ice import IcePolicy
 from vchat.matching import MatchingEngine, Pair, Seeker
 from vchat.outcome import Outcome
+from vchat.protocol.accounts import AccountView
 from vchat.protocol.bans import BanNotice
 from vchat.protocol.behaviour import IBehaviourObserver
 from vchat.protocol.counters import SignalingCounters
@@ -104,22 +105,25 @@ class Switchboard:
         host: str = "localhost",
         address: str | None = None,
         handed: HandedSession | None = None,
+        account: AccountView | None = None,
     ) -> Session:
         """Start a session for `peer`, or resume the one its token names, or the one another node `handed`
         over; sends `welcome`.
 
         `host` is the host name the client connected to, for ICE URLs when no public host is configured;
-        `address` is the client's address (kept on the session for IP bans, never sent).
+        `address` is the client's address (kept on the session for IP bans, never sent); `account` is the
+        logged-in user's (its login cookie's, on this connection), which a resumed session takes too.
         """
         session = self._by_token.pop(hello.resume, None) if hello.resume else None
         if session is None and handed is not None:
             session = self._adopt(handed)
         if session is None:
-            session = self._new_session(hello, peer, country)
+            session = self._new_session(hello, peer, country, account)
             session.address = address
             self._send(session, self._welcome(session, host, resumed=False))
             return session
         session.address, session.device_id, session.client = address, hello.device_id, dict(hello.client)
+        session.account = account or session.account
         self._resume(session, peer, host)
         return session
 
@@ -135,9 +139,14 @@ class Switchboard:
         banned = self._banned_tokens.get(token)
         return banned[0] if banned is not None else None
 
-    def _new_session(self, hello: Hello, peer: IPeer, country: str | None) -> Session:
+    def _new_session(
+        self, hello: Hello, peer: IPeer, country: str | None, account: AccountView | None
+    ) -> Session:
         session_id = secrets.token_urlsafe(12)
-        session = Session(session_id, hello.gender, country, hello.lang, self._new_token(), peer)
+        # The gender the user said, else its account's (from its login provider), else "u".
+        gender = hello.gender or (account.gender if account is not None else None) or "u"
+        session = Session(session_id, gender, country, hello.lang, self._new_token(), peer)
+        session.account = account
         session.started_at = self._clock.seconds()
         session.device_id = hello.device_id
         session.client = dict(hello.client)
@@ -320,6 +329,7 @@ class Switchboard:
             "online": self.online_shown,
             "resumed": resumed,
             "match": match.describe_for(session) if match else None,
+            "account": None if session.account is None else session.account.describe(),
         }
 
     def lost(self, session: Session, peer: IPeer, abnormal: bool) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from http.cookies import CookieError, SimpleCookie
 from itertools import chain
 from typing import Any, assert_never, cast
 
@@ -20,6 +21,7 @@ from vchat.addresses import AddressCounter, Network, address_key, client_address
 from vchat.failurelog import ThrottledFailureLog
 from vchat.geo import ICountryLookup, NoCountries
 from vchat.origins import origin_allowed
+from vchat.protocol.accounts import LOGIN_COOKIE, AccountView, IAccountLookup
 from vchat.protocol.bans import BanNotice, IBanCheck
 from vchat.protocol.codec import JSON, REPORT_HEAD_BYTES, Codec, choose_codec, starts_as_report
 from vchat.protocol.errors import CloseCode, ErrorCode, ProtocolError
@@ -142,7 +144,8 @@ class SignalingProtocol(WebSocketServerProtocol):
         self._address_key: str | bytes | None = None
         self._address: str | None = None
         self._large_report = False  # the message being received is over max_message_bytes and a report
-        self._opening = False  # a hello waits for another node to hand its session over
+        self._opening = False  # a hello waits for another node to hand its session over, or for the account
+        self._login_cookie: str | None = None  # the login cookie the handshake carried
 
     # --- autobahn callbacks ---------------------------------------------------------------------------
 
@@ -165,6 +168,7 @@ class SignalingProtocol(WebSocketServerProtocol):
         self._country = (vouched and proxy_country(request.headers.get("cf-ipcountry"))) or (
             factory.countries.country_of(address)
         )
+        self._login_cookie = login_cookie(request.headers.get("cookie"))
         self._codec = choose_codec(request.protocols)
         return self._codec.subprotocol if self._codec.subprotocol in request.protocols else None
 
@@ -343,29 +347,66 @@ class SignalingProtocol(WebSocketServerProtocol):
         if self._session is not None or self._opening:
             raise ProtocolError(ErrorCode.BAD_MESSAGE, "hello was already received")
         self._cancel_hello_timer()
+        factory = self.factory
+        accounts = factory.accounts
+        if accounts is None or self._login_cookie is None:
+            if factory.require_login:
+                raise ProtocolError(
+                    ErrorCode.LOGIN_REQUIRED, "log in to use this service", CloseCode.LOGIN_REQUIRED
+                )
+            self._hello(hello, rid, None)
+            return
+        # The account is read before the hello is answered.
+        self._opening = True
+        reading = accounts.account_of(self._login_cookie)
+        reading.addCallback(lambda account: self._hello(hello, rid, account))
+        reading.addErrback(lambda _: factory.failures.failure("reading a login's account"))
+
+    def _hello(self, hello: Hello, rid: RequestId, account: AccountView | None) -> None:
+        """Go on with `hello` from the user of `account` (None: anonymous)."""
+        self._opening = False
         switchboard = self.factory.switchboard
+        if account is None and self.factory.require_login:
+            self._refuse(
+                ProtocolError(
+                    ErrorCode.LOGIN_REQUIRED, "your login expired: log in again", CloseCode.LOGIN_REQUIRED
+                ),
+                rid,
+            )
+            return
         node = switchboard.token_node(hello.resume)
         if node is not None and switchboard.link is not None and hello.resume is not None:
             # The session is another node's: it is handed over before this one answers.
             self._opening = True
             fetching = switchboard.link.fetch_session(node, hello.resume)
-            fetching.addCallback(lambda found: self._open(hello, rid, *found))
+            fetching.addCallback(lambda found: self._open(hello, rid, account, *found))
             fetching.addErrback(
                 lambda _: self.factory.failures.failure("taking a session over from another node")
             )
             return
-        self._open(hello, rid, None, switchboard.resumed_id(hello.resume))
+        self._open(hello, rid, account, None, switchboard.resumed_id(hello.resume))
 
-    def _open(self, hello: Hello, rid: RequestId, handed: HandedSession | None, user_id: str | None) -> None:
+    def _open(
+        self,
+        hello: Hello,
+        rid: RequestId,
+        account: AccountView | None,
+        handed: HandedSession | None,
+        user_id: str | None,
+    ) -> None:
         """Open the session `hello` asks for (`handed` over by another node, if it was), unless a ban bars
-        `user_id` (the resumed session's), the device or the address."""
+        the account, `user_id` (the resumed session's), the device or the address."""
         self._opening = False
         switchboard, bans = self.factory.switchboard, self.factory.bans
         if handed is not None:
             user_id = handed.session_id
         connected = self.state == self.STATE_OPEN
         if bans is not None:
-            notice = self._ban_notice(bans, user_id, hello.device_id)
+            notice = self._ban_notice(
+                bans, account.user_id if account is not None else user_id, hello.device_id
+            )
+            if notice is None and account is not None and user_id is not None:
+                notice = self._ban_notice(bans, user_id, None)  # the resumed session's own
             if notice is not None:
                 if connected:
                     self._refuse_banned(notice, rid)
@@ -373,7 +414,13 @@ class SignalingProtocol(WebSocketServerProtocol):
         if not connected and handed is None:
             return
         session = switchboard.open(
-            hello, self, country=self._country, host=self._host, address=self._address, handed=handed
+            hello,
+            self,
+            country=self._country,
+            host=self._host,
+            address=self._address,
+            handed=handed,
+            account=account,
         )
         if connected:
             self._session = session
@@ -484,6 +531,19 @@ class SignalingProtocol(WebSocketServerProtocol):
         )
 
 
+def login_cookie(header: str | None) -> str | None:
+    """The login cookie's value in a Cookie header, or None (no header, no such cookie, a header that does not
+    parse)."""
+    if not header or len(header) > 8192:
+        return None
+    try:
+        cookies = SimpleCookie(header)
+    except CookieError:
+        return None
+    morsel = cookies.get(LOGIN_COOKIE)
+    return None if morsel is None else morsel.value
+
+
 class SignalingFactory(WebSocketServerFactory):
     """Makes `SignalingProtocol`s; holds the clock, the limits and the switchboard they share."""
 
@@ -510,6 +570,9 @@ class SignalingFactory(WebSocketServerFactory):
         self.bans = bans  # asked at every hello; None: nobody is banned
         self.reports = reports  # stores `report`s; None: they are refused
         self.allowed_origins = allowed_origins  # normalised by `web_origin`; empty: any origin, or none
+        # Reads the account a login cookie names (vchat.accounts); None: no logins on this server.
+        self.accounts: IAccountLookup | None = None
+        self.require_login = False  # a hello without a valid login is refused (4009)
         self.failures = ThrottledFailureLog(clock)
         self.connections_per_address = AddressCounter(limits.max_connections_per_address)
         self.setProtocolOptions(
