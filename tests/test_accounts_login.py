@@ -21,7 +21,7 @@ from twisted.logger import capturedLogs, formatEvent
 from vchat.accounts.cookie import COOKIE_NAME
 from vchat.accounts.flow import STATE_COOKIE
 from vchat.store.account_records import ProviderIdentity
-from vchat.testing import RunningServer, SignalingClient, connect, hello_message, start_server
+from vchat.testing import RunningServer, SignalingClient, admin_request, connect, hello_message, start_server
 
 APP_ID, APP_SECRET = "4242", "facebook-app-secret-for-tests"
 ANN = {
@@ -247,3 +247,27 @@ async def test_a_server_that_requires_a_login_refuses_an_anonymous_hello() -> No
     finally:
         await server.stop()
         await provider.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_account_deleted_on_request_ends_its_sessions_and_refuses_its_logins(site: Any) -> None:
+    server, _, base = site
+    browser = Browser(base)
+    await log_in(browser, base)
+    client = await connected_as(server, browser)
+    await client.expect("welcome")
+    partner = await connected_as(server, None)
+    await partner.expect("welcome")
+    for searching in (client, partner):
+        searching.send({"type": "search"})
+        await searching.expect("searching")
+    await client.expect("matched")
+    await partner.expect("matched")
+    response = await admin_request(server, "POST", f"/api/accounts/{browser_account(browser)}/delete")
+    assert response.status == 200
+    assert (await client.expect("error"))["code"] == "account_deleted"
+    assert (await client.wait_closed())[1] == 4010
+    assert (await partner.expect("partner_left"))["reason"] == "disconnect"
+    assert await log_in(Browser(base), base) == "/#login-error=deleted"
+    # The old cookie no longer logs in: the account is gone for signaling.
+    assert (await (await connected_as(server, browser)).expect("welcome"))["account"] is None

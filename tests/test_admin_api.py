@@ -12,6 +12,7 @@ import pytest_twisted
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
 
+from vchat.store.account_testing import a_login
 from vchat.store.records import Flag
 from vchat.store.testing import a_flag
 from vchat.testing import AdminResponse, RunningServer, SignalingClient, admin_request, start_server
@@ -371,6 +372,31 @@ async def test_a_session_is_shown_without_its_partner_and_a_kick_closes_it_with_
     assert (await him.expect("partner_left"))["reason"] == "disconnect"
     assert_error(await call(server, "GET", f"/api/sessions/{her_id}"), 404, "not_found")
     assert (await call(server, "GET", f"/api/sessions/{his_id}")).json()["state"] == "idle"
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_account_is_shown_without_any_email_and_deleted_on_request(server: RunningServer) -> None:
+    store = await server.store()
+    account = await store.log_in(a_login(at=1000.0))
+    assert_error(await call(server, "GET", "/api/accounts/no-such-account"), 404, "not_found")
+    shown = (await call(server, "GET", f"/api/accounts/{account.account_id}")).json()
+    assert shown == {
+        "id": account.account_id,
+        "providers": [{"provider": "facebook", "subject": "1001"}],
+        "gender": "f",
+        "country": "DE",
+        "has_email": True,
+        "settings": {"lang": None, "translate_to": None, "translate": False, "want": "any", "countries": []},
+        "created_at": 1000.0,
+        "last_login_at": 1000.0,
+        "deleted_at": None,
+        "purge_at": None,
+    }
+    deleted = (await call(server, "POST", f"/api/accounts/{account.account_id}/delete")).json()
+    assert deleted["deleted_at"] is not None and deleted["purge_at"] == deleted["deleted_at"] + 30 * 86400
+    again = (await call(server, "POST", f"/api/accounts/{account.account_id}/delete")).json()
+    assert again == deleted  # asked once
+    assert_error(await call(server, "POST", "/api/accounts/no-such-account/delete"), 404, "not_found")
 
 
 # --- figures ------------------------------------------------------------------------------------------------

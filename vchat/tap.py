@@ -365,7 +365,7 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Mult
             sources = ClusterSources(cluster.presence, cluster.bus)
         figures = Figures(switchboard, engine, moderation, lambda: stun, webhook, cluster=sources)
         control = ServiceControl(root)
-        api = AdminApi(moderation, store, switchboard, figures, control, reactor)
+        api = AdminApi(moderation, store, switchboard, figures, control, reactor, options["deletion-grace"])
         token = partial(admin_token, options["admin-token"], os.environ, options["data-dir"])
         admin = AdminService(
             serverFromString(reactor, options["admin"]), api.routes(), token, on_failure=stop

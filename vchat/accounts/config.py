@@ -38,6 +38,13 @@ ACCOUNT_SETTINGS = (
         "refuse a hello without a login (error login_required, close 4009); needs a login provider",
         flag=True,
     ),
+    Setting(
+        "deletion-grace",
+        2592000.0,
+        number,
+        "seconds from an account's deletion (inaccessible at once) to its purge (30 days)",
+        0,
+    ),
     Setting("auth-ttl", 2592000.0, number, "seconds a login lasts (the login cookie's life: 30 days)", 60),
     Setting(
         "public-url",

@@ -22,13 +22,16 @@ from vchat.admin.http import (
     text_field,
 )
 from vchat.admin.metrics import metrics_registry, render_metrics
-from vchat.admin.views import ban_view, flag_view, report_view, session_view
+from vchat.admin.views import account_view, ban_view, flag_view, report_view, session_view
 from vchat.moderation.service import ModerationService, Resolution
 from vchat.protocol.switchboard import Switchboard
 from vchat.services import NotStoppable, ServiceControl, ServiceFailed, ServiceInfo, UnknownService
 from vchat.store.interface import AlreadyResolved, IStore
 from vchat.store.records import CATEGORIES, TARGET_KINDS, Category, Report, Snapshot
 from vchat.store.service import StoreService
+
+DEFAULT_DELETION_GRACE = 30 * 86400.0
+"""Seconds from an account's deletion to its purge: 30 days, as the services promise."""
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -73,7 +76,9 @@ class AdminApi:
         figures: Figures,
         control: ServiceControl,
         clock: IReactorTime,
+        deletion_grace: float = DEFAULT_DELETION_GRACE,
     ) -> None:
+        """`deletion_grace`: seconds from a deletion request to the account's purge."""
         self._moderation = moderation
         self._store = store
         self._switchboard = switchboard
@@ -81,6 +86,7 @@ class AdminApi:
         self._registry = metrics_registry(figures)
         self._control = control
         self._clock = clock
+        self._deletion_grace = deletion_grace
 
     def routes(self) -> list[Route]:
         """Every route of the API (the page's static files are added by the admin service)."""
@@ -101,6 +107,8 @@ class AdminApi:
             Route("POST", "/api/flags/{id}/resolve", self.resolve_flag),
             Route("GET", "/api/sessions/{id}", self.get_session),
             Route("POST", "/api/sessions/{id}/kick", self.kick_session),
+            Route("GET", "/api/accounts/{id}", self.get_account),
+            Route("POST", "/api/accounts/{id}/delete", self.delete_account),
             Route("GET", "/api/services", self.list_services),
             Route("POST", "/api/services/{name}/stop", self.stop_service),
             Route("POST", "/api/services/{name}/start", self.start_service),
@@ -261,6 +269,29 @@ class AdminApi:
         if not self._switchboard.kick(call.params["id"]):
             raise not_found("session")
         return {"kicked": True}
+
+    # --- accounts -----------------------------------------------------------------------------------
+
+    async def get_account(self, call: Call) -> dict[str, Any]:
+        call.reject_query()
+        store = await self._store.whenOpen()
+        account = await store.get_account(call.params["id"])
+        if account is None:
+            raise not_found("account")
+        return account_view(account)
+
+    async def delete_account(self, call: Call) -> dict[str, Any]:
+        """Deletion on the user's request (as the services' deletion forms take it): inaccessible at once,
+        purged after the grace period; a second request changes nothing."""
+        call.reject_query()
+        call.json(())
+        store = await self._store.whenOpen()
+        now = self._clock.seconds()
+        account = await store.delete_account(call.params["id"], now, now + self._deletion_grace)
+        if account is None:
+            raise not_found("account")
+        self._switchboard.end_account(account.account_id)
+        return account_view(account)
 
     # --- services -----------------------------------------------------------------------------------
 

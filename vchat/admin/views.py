@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from vchat.protocol.session import Session
+from vchat.store.account_records import Account
 from vchat.store.records import Ban, Flag, Report
 
 
@@ -76,4 +77,30 @@ def session_view(session: Session) -> dict[str, Any]:
         "ip": session.address,
         "client": dict(session.client),
         "connected_since": session.started_at,
+    }
+
+
+def account_view(account: Account) -> dict[str, Any]:
+    """An account as a moderator may see it: never an e-mail (only whether a hash links it), a birth date or a
+    provider token, which are not kept."""
+    settings = account.settings
+    return {
+        "id": account.account_id,
+        "providers": [
+            {"provider": identity.provider, "subject": identity.subject} for identity in account.identities
+        ],
+        "gender": account.gender,
+        "country": account.country,
+        "has_email": account.has_email,
+        "settings": {
+            "lang": settings.lang,
+            "translate_to": settings.translate_to,
+            "translate": settings.translate,
+            "want": settings.want,
+            "countries": list(settings.countries),
+        },
+        "created_at": account.created_at,
+        "last_login_at": account.last_login_at,
+        "deleted_at": account.deleted_at,
+        "purge_at": account.purge_at,
     }

@@ -20,6 +20,7 @@ class ErrorCode(StrEnum):
     BAD_SNAPSHOT = "bad_snapshot"
     KICKED = "kicked"
     LOGIN_REQUIRED = "login_required"
+    ACCOUNT_DELETED = "account_deleted"
 
 
 class CloseCode(IntEnum):
@@ -35,6 +36,7 @@ class CloseCode(IntEnum):
     KICKED = 4005
     TOO_MANY_ERRORS = 4008
     LOGIN_REQUIRED = 4009
+    ACCOUNT_DELETED = 4010
 
 
 class ProtocolError(Exception):

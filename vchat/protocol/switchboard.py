@@ -401,6 +401,21 @@ class Switchboard:
         self._log.info("session {session_id} kicked", session_id=session_id)
         return True
 
+    def end_account(self, user_id: str) -> int:
+        """End every session of the account `user_id` now (it was deleted): each client gets `error`
+        `account_deleted` and is closed with 4010, a partner gets `partner_left` reason "disconnect". Returns
+        how many ended."""
+        message = {
+            "type": "error",
+            "code": ErrorCode.ACCOUNT_DELETED.value,
+            "message": "your account was deleted",
+        }
+        ended = [session for session in self._sessions.values() if session.account is not None]
+        ended = [session for session in ended if session.user_id == user_id]
+        for session in ended:
+            self._end_telling(session, message, CloseCode.ACCOUNT_DELETED, "account deleted")
+        return len(ended)
+
     def _end_telling(self, session: Session, message: dict[str, Any], code: CloseCode, reason: str) -> None:
         """End `session` for good, its client told `message` and closed with `code`."""
         peer = session.peer
