@@ -21,6 +21,7 @@ from twisted.logger import capturedLogs, formatEvent
 from vchat.accounts.cookie import COOKIE_NAME
 from vchat.accounts.flow import STATE_COOKIE
 from vchat.store.account_records import ProviderIdentity
+from vchat.store.account_testing import a_report_by
 from vchat.testing import RunningServer, SignalingClient, admin_request, connect, hello_message, start_server
 
 APP_ID, APP_SECRET = "4242", "facebook-app-secret-for-tests"
@@ -271,3 +272,59 @@ async def test_an_account_deleted_on_request_ends_its_sessions_and_refuses_its_l
     assert await log_in(Browser(base), base) == "/#login-error=deleted"
     # The old cookie no longer logs in: the account is gone for signaling.
     assert (await (await connected_as(server, browser)).expect("welcome"))["account"] is None
+
+
+async def me(
+    browser: Browser, base: str, method: str, path: str = "", body: object = None, origin: str | None = None
+) -> tuple[int, Any]:
+    """A call to the user's own routes with `browser`'s cookies (and `origin` as Origin, if given)."""
+    headers = {"Content-Type": ["application/json"]}
+    if browser.cookies:
+        headers["Cookie"] = ["; ".join(f"{name}={value}" for name, value in browser.cookies.items())]
+    if origin is not None:
+        headers["Origin"] = [origin]
+    response = await treq.request(
+        method,
+        f"{base}/api/me{path}",
+        headers=headers,
+        data=None if body is None else json.dumps(body).encode(),
+        persistent=False,
+    )
+    return response.code, await response.json()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_user_sees_changes_exports_and_deletes_its_own_account(site: Any) -> None:
+    server, _, base = site
+    assert (await me(Browser(base), base, "GET"))[0] == 401
+    browser = Browser(base)
+    await log_in(browser, base)
+    account_id = browser_account(browser)
+    code, mine = await me(browser, base, "GET")
+    assert code == 200 and mine["id"] == account_id and mine["providers"] == ["facebook"]
+    assert (mine["gender"], mine["country"]) == ("f", "DE") and "email" not in json.dumps(mine)
+    settings = {"lang": "de", "translate_to": "en", "translate": True, "want": "m", "countries": ["at", "DE"]}
+    assert (await me(browser, base, "PATCH", "/settings", settings))[0] == 403  # not from the site's page
+    code, changed = await me(browser, base, "PATCH", "/settings", settings, origin=base)
+    assert code == 200 and changed["settings"] == {**settings, "countries": ["AT", "DE"]}
+    code, refused = await me(browser, base, "PATCH", "/settings", {"want": "robots"}, origin=base)
+    assert code == 400 and refused["error"]["code"] == "bad_request"
+    client = await connected_as(server, browser)
+    assert (await client.expect("welcome"))["account"]["settings"]["lang"] == "de"
+    # The export: the account, a ban on it, a report it made (without the reported user's data).
+    store = await server.store()
+    report = await store.add_report(a_report_by(account_id), None)
+    await server.moderation.ban("user_id", account_id, "rude", "harassment", 60.0)
+    await client.expect("banned")
+    code, exported = await me(browser, base, "GET", "/export")
+    assert code == 200
+    assert exported["account"]["id"] == account_id and exported["account"]["settings"]["translate"] is True
+    assert [ban["reason"] for ban in exported["bans"]] == ["rude"]
+    assert [made["id"] for made in exported["reports_made"]] == [report.id]
+    assert "someone" not in json.dumps(exported) and "203.0.113.9" not in json.dumps(exported)
+    # Deletion needs the confirmation, then the account is gone for its user.
+    assert (await me(browser, base, "DELETE", body={}, origin=base))[0] == 400
+    code, deleted = await me(browser, base, "DELETE", body={"confirm": True}, origin=base)
+    assert code == 200 and deleted["deleted"] is True
+    assert (await me(browser, base, "GET"))[0] == 401
+    assert await log_in(Browser(base), base) == "/#login-error=deleted"

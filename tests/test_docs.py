@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from vchat.admin.api import AdminApi
-from vchat.admin.http import Route
+from vchat.jsonapi import Route
 from vchat.protocol.errors import CloseCode, ErrorCode
 from vchat.protocol.messages import CLIENT_TYPES, parse_message
 from vchat.tap import Options
@@ -93,7 +93,8 @@ def test_every_admin_route_is_in_the_admin_guide(route: Route) -> None:
             re.findall(
                 r'ApiError\(\s*\d+,\s*"(\w+)"',
                 (ROOT / "vchat" / "admin" / "api.py").read_text()
-                + (ROOT / "vchat" / "admin" / "http.py").read_text(),
+                + (ROOT / "vchat" / "jsonapi.py").read_text()
+                + (ROOT / "vchat" / "admin" / "token.py").read_text(),
             )
         )
     ),

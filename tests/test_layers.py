@@ -74,6 +74,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "vchat.stun",
         "vchat.geo",
         "vchat.listener",
+        "vchat.jsonapi",
         "vchat.store",
         "vchat.redis_connection",
         "vchat.cluster",

@@ -10,8 +10,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
-from vchat.accounts.config import ACCOUNT_SETTINGS, auth_routes, check_account_options
-from vchat.accounts.routes import AUTH_PREFIX
+from vchat.accounts.config import ACCOUNT_SETTINGS, account_routes, check_account_options
 from vchat.addresses import proxy_network
 from vchat.admin.api import AdminApi
 from vchat.admin.figures import ClusterSources, Figures
@@ -345,9 +344,9 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Mult
         allowed_origins=frozenset(options["allowed-origin"]),
     )
     endpoint = serverFromString(reactor, options["ws"])
-    logins = auth_routes(options, reactor, store.whenOpen)
-    routes = {} if logins is None else {AUTH_PREFIX: logins}
-    factory.accounts = None if logins is None else logins.logins
+    accounts = account_routes(options, reactor, store.whenOpen, switchboard.end_account)
+    routes = {} if accounts is None else accounts[1]
+    factory.accounts = None if accounts is None else accounts[0]
     factory.require_login = options["require-login"]
     SignalingService(
         endpoint, factory, on_failure=stop, web=not options["no-web"], routes=routes

@@ -8,12 +8,14 @@ from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred
 from twisted.python import usage
+from twisted.web.resource import IResource
 
 from vchat.accounts.facebook import FacebookProvider
 from vchat.accounts.flow import Logins
+from vchat.accounts.me import ME_PREFIX, OwnRoutes
 from vchat.accounts.oidc import OidcProvider
 from vchat.accounts.provider import ILoginProvider
-from vchat.accounts.routes import AuthRoutes
+from vchat.accounts.routes import AUTH_PREFIX, AuthRoutes
 from vchat.accounts.vk import VkProvider
 from vchat.options import Setting, number, text
 from vchat.store.interface import IStore
@@ -114,11 +116,20 @@ def login_providers(options: Mapping[str, Any], reactor: Any) -> dict[str, ILogi
     }
 
 
-def auth_routes(
-    options: Mapping[str, Any], reactor: Any, store: Callable[[], Deferred[IStore]]
-) -> AuthRoutes | None:
-    """The /auth routes for the providers the options enable; None when none is."""
+def account_routes(
+    options: Mapping[str, Any],
+    reactor: Any,
+    store: Callable[[], Deferred[IStore]],
+    end_sessions: Callable[[str], object],
+) -> tuple[Logins, dict[bytes, IResource]] | None:
+    """The logins, and the routes (/auth/..., /api/me...) by path prefix, for the providers the options
+    enable; None when none is. `end_sessions(account_id)` ends a deleted account's live sessions."""
     providers = login_providers(options, reactor)
     if not providers:
         return None
-    return AuthRoutes(Logins(store, providers, reactor, options["auth-ttl"]), options["public-url"])
+    logins = Logins(store, providers, reactor, options["auth-ttl"])
+    own = OwnRoutes(logins, store, end_sessions, reactor, options["deletion-grace"])
+    return logins, {
+        AUTH_PREFIX: AuthRoutes(logins, options["public-url"]),
+        ME_PREFIX: own.resource(),
+    }

@@ -10,7 +10,9 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 
 from vchat.admin.figures import Figures
-from vchat.admin.http import (
+from vchat.admin.metrics import metrics_registry, render_metrics
+from vchat.admin.views import account_view, ban_view, flag_view, report_view, session_view
+from vchat.jsonapi import (
     ApiError,
     Call,
     Reply,
@@ -21,8 +23,6 @@ from vchat.admin.http import (
     number_field,
     text_field,
 )
-from vchat.admin.metrics import metrics_registry, render_metrics
-from vchat.admin.views import account_view, ban_view, flag_view, report_view, session_view
 from vchat.moderation.service import ModerationService, Resolution
 from vchat.protocol.switchboard import Switchboard
 from vchat.services import NotStoppable, ServiceControl, ServiceFailed, ServiceInfo, UnknownService

@@ -11,8 +11,8 @@ from twisted.protocols.policies import WrappingFactory
 from twisted.web.http import Request
 from twisted.web.server import Site
 
-from vchat.admin.http import BearerToken, Call, JsonApi, LimitedRequest, Reply, Route, Router
-from vchat.admin.token import AdminToken, TokenError
+from vchat.admin.token import AdminToken, BearerToken, TokenError
+from vchat.jsonapi import Call, JsonApi, LimitedRequest, Reply, Route, Router
 from vchat.listener import EndpointService
 
 PAGE_FILES = {
@@ -85,7 +85,7 @@ class AdminService(EndpointService):
         self._token_source = token_source
         # Wrapped, so that the open connections (keep-alive ones too) are known and closed when it stops.
         self._connections = WrappingFactory(
-            AdminSite(JsonApi(Router([*routes, *page_routes()]), self._bearer))
+            AdminSite(JsonApi(Router([*routes, *page_routes()]), self._bearer.guard))
         )
         super().__init__("admin", endpoint, self._connections, on_failure)
 

@@ -6,6 +6,7 @@ start, so that a moderator's saved token keeps working across restarts. The toke
 
 from __future__ import annotations
 
+import hmac
 import os
 import secrets
 import stat
@@ -13,6 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+from twisted.web.server import Request
+
+from vchat.jsonapi import ApiError, Route
 
 ENVIRONMENT_VARIABLE = "VCHAT_ADMIN_TOKEN"
 TOKEN_FILE = "admin-token"
@@ -75,3 +80,31 @@ def _read_or_create(path: Path) -> str:
     with os.fdopen(descriptor, "w") as file:
         file.write(token + "\n")
     return token
+
+
+class BearerToken:
+    """The admin token, known once the admin service has started; compared in constant time."""
+
+    def __init__(self) -> None:
+        self._token: bytes | None = None
+
+    def set(self, token: str) -> None:
+        self._token = token.encode()
+
+    def admits(self, header: bytes | None) -> bool:
+        """Whether an Authorization header carries the token."""
+        token = self._token
+        if token is None or header is None:
+            return False
+        scheme, _, given = header.partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), token)
+
+    def guard(self, request: Request, route: Route) -> None:
+        """`jsonapi.Guard`: routes not `public` need `Authorization: Bearer TOKEN`, else 401."""
+        if not route.public and not self.admits(request.getHeader(b"authorization")):
+            raise ApiError(
+                401,
+                "unauthorized",
+                "send Authorization: Bearer TOKEN",
+                [("WWW-Authenticate", 'Bearer realm="vchat"')],
+            )

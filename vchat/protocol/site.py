@@ -19,6 +19,7 @@ from twisted.web.http import Request
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
 
+from vchat.jsonapi import LimitedRequest
 from vchat.protocol.websocket import WEBSOCKET_PATH, SignalingFactory
 
 CONTENT_TYPES = {
@@ -158,6 +159,7 @@ class SignalingSite(Site):
         pages = StaticFiles(web_client_files() if web else {})
         # timeout: how long an HTTP connection may idle without asking for the WebSocket.
         super().__init__(_Root(_WebSocket(factory), pages, routes or {}), timeout=60)
+        self.requestFactory = LimitedRequest  # a route's request body is kept up to a limit (413 beyond)
 
     def log(self, request: Request) -> None:
         pass

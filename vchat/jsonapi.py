@@ -1,4 +1,5 @@
-"""A small JSON API on twisted.web: routes by method and path, a bearer token, and errors that are always JSON.
+"""A small JSON API on twisted.web: routes by method and path, a guard that admits requests, and errors that are
+always JSON. The admin API (with a bearer token) and a user's own routes (with the login cookie) use it.
 
 Every answer, error or not, is a JSON body (or the bytes a route gives, such as an image or the metrics text);
 no request, however malformed, gets a traceback or an HTML error page.
@@ -6,7 +7,6 @@ no request, however malformed, gets a traceback or an HTML error page.
 
 from __future__ import annotations
 
-import hmac
 import inspect
 import json
 import math
@@ -76,12 +76,23 @@ def _error_reply(error: ApiError) -> Reply:
 
 @dataclass
 class Call:
-    """One request as a route's handler sees it: path parameters, query and body."""
+    """One request as a route's handler sees it: path parameters, query, body, and its headers and cookies."""
 
     params: dict[str, str]
     query: Mapping[bytes, list[bytes]]
     body: bytes
     content_type: str | None
+    request: Request | None = None
+
+    def header(self, name: str) -> str | None:
+        """A request header's value, or None."""
+        value = None if self.request is None else self.request.getHeader(name)
+        return None if value is None else value.decode("latin-1") if isinstance(value, bytes) else value
+
+    def cookie(self, name: str) -> str | None:
+        """A cookie's value, or None."""
+        value = None if self.request is None else self.request.getCookie(name.encode())
+        return None if value is None else value.decode("ascii", "replace")
 
     def json(self, allowed: Sequence[str]) -> dict[str, Any]:
         """The body as a JSON object holding only `allowed` keys; an empty body is `{}`. ApiError otherwise."""
@@ -141,7 +152,8 @@ Handler = Callable[[Call], Answer]
 
 @dataclass(frozen=True)
 class Route:
-    """`method` on `pattern` (segments, `{name}` for a parameter) answered by `handler`; `public`: no token."""
+    """`method` on `pattern` (segments, `{name}` for a parameter) answered by `handler`; `public`: its guard
+    lets anyone in (the admin API's health check)."""
 
     method: str
     pattern: str
@@ -208,24 +220,6 @@ def _segments(path: bytes) -> list[str]:
         raise not_found("route") from None
 
 
-class BearerToken:
-    """The admin token, known once the admin service has started; compared in constant time."""
-
-    def __init__(self) -> None:
-        self._token: bytes | None = None
-
-    def set(self, token: str) -> None:
-        self._token = token.encode()
-
-    def admits(self, header: bytes | None) -> bool:
-        """Whether an Authorization header carries the token."""
-        token = self._token
-        if token is None or header is None:
-            return False
-        scheme, _, given = header.partition(b" ")
-        return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), token)
-
-
 class LimitedRequest(Request):
     """A request that keeps at most MAX_BODY_BYTES of its body and remembers that there was more."""
 
@@ -245,16 +239,20 @@ class LimitedRequest(Request):
         super().handleContentChunk(data)
 
 
+Guard = Callable[[Request, "Route"], None]
+"""Admits a request to a route, or raises ApiError (401, say) to refuse it."""
+
+
 class JsonApi(Resource):
-    """Answers every path through `router`; routes not `public` need `Authorization: Bearer TOKEN`."""
+    """Answers every path through `router`, each request first admitted by `guard`."""
 
     isLeaf = True
     _log = Logger()
 
-    def __init__(self, router: Router, token: BearerToken) -> None:
+    def __init__(self, router: Router, guard: Guard) -> None:
         super().__init__()
         self._router = router
-        self._token = token
+        self._guard = guard
 
     def render(self, request: Request) -> int:
         finished = [False]
@@ -267,13 +265,7 @@ class JsonApi(Resource):
     async def _answer(self, request: Request) -> Reply:
         method = request.method.decode("latin-1")
         route, params = self._router.find(method, request.path)
-        if not route.public and not self._token.admits(request.getHeader(b"authorization")):
-            raise ApiError(
-                401,
-                "unauthorized",
-                "send Authorization: Bearer TOKEN",
-                [("WWW-Authenticate", 'Bearer realm="vchat"')],
-            )
+        self._guard(request, route)
         if isinstance(request, LimitedRequest) and request.too_large:
             raise ApiError(413, "too_large", f"the body may be at most {MAX_BODY_BYTES} bytes")
         body = b""
@@ -282,7 +274,11 @@ class JsonApi(Resource):
             body = request.content.read()
         content_type = request.getHeader(b"content-type")
         call = Call(
-            params, request.args or {}, body, content_type.decode("latin-1") if content_type else None
+            params,
+            request.args or {},
+            body,
+            content_type.decode("latin-1") if content_type else None,
+            request,
         )
         result = route.handler(call)
         if inspect.isawaitable(result):
@@ -295,7 +291,7 @@ class JsonApi(Resource):
             for name, value in error.headers:
                 request.setHeader(name, value)
             return _error_reply(error)
-        self._log.failure("admin API {method} {path}", failure, method=request.method, path=request.path)
+        self._log.failure("API {method} {path}", failure, method=request.method, path=request.path)
         return _error_reply(ApiError(500, "internal", "the server failed to answer; see its log"))
 
     def _write(self, reply: Reply, request: Request, finished: list[bool]) -> None:
