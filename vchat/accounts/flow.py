@@ -61,18 +61,11 @@ def code_challenge(verifier: str) -> str:
 
 def account_view(account: Account) -> AccountView:
     """What signaling uses of `account` (and `welcome` shows its user)."""
-    settings = account.settings
     return AccountView(
         account.account_id,
         account.gender,
         tuple(sorted({identity.provider for identity in account.identities})),
-        {
-            "lang": settings.lang,
-            "translate_to": settings.translate_to,
-            "translate": settings.translate,
-            "want": settings.want,
-            "countries": list(settings.countries),
-        },
+        account.settings.as_json(),
     )
 
 

@@ -42,24 +42,13 @@ def _same_site(request: Request, route: Route) -> None:
         raise ApiError(403, "forbidden", "change your account from this site's own page")
 
 
-def settings_view(settings: AccountSettings) -> dict[str, Any]:
-    """Settings as the routes show them."""
-    return {
-        "lang": settings.lang,
-        "translate_to": settings.translate_to,
-        "translate": settings.translate,
-        "want": settings.want,
-        "countries": list(settings.countries),
-    }
-
-
 def _account_view(account: Account) -> dict[str, Any]:
     return {
         "id": account.account_id,
         "providers": sorted({identity.provider for identity in account.identities}),
         "gender": account.gender,
         "country": account.country,
-        "settings": settings_view(account.settings),
+        "settings": account.settings.as_json(),
         "created_at": account.created_at,
     }
 
@@ -131,7 +120,7 @@ class OwnRoutes:
         call.reject_query()
         changes = call.json(_SETTINGS)
         account = await self._account(call)
-        fields = {**settings_view(account.settings), **changes}
+        fields = {**account.settings.as_json(), **changes}
         try:
             countries = fields["countries"]
             if not isinstance(countries, list):
@@ -144,7 +133,7 @@ class OwnRoutes:
         updated = await store.update_settings(account.account_id, settings)
         if updated is None:  # deleted meanwhile
             raise ApiError(401, "login_required", "log in first")
-        return {"settings": settings_view(updated.settings)}
+        return {"settings": updated.settings.as_json()}
 
     async def delete(self, call: Call) -> dict[str, Any]:
         call.reject_query()

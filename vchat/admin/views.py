@@ -83,7 +83,6 @@ def session_view(session: Session) -> dict[str, Any]:
 def account_view(account: Account) -> dict[str, Any]:
     """An account as a moderator may see it: never an e-mail (only whether a hash links it), a birth date or a
     provider token, which are not kept."""
-    settings = account.settings
     return {
         "id": account.account_id,
         "providers": [
@@ -92,13 +91,7 @@ def account_view(account: Account) -> dict[str, Any]:
         "gender": account.gender,
         "country": account.country,
         "has_email": account.has_email,
-        "settings": {
-            "lang": settings.lang,
-            "translate_to": settings.translate_to,
-            "translate": settings.translate,
-            "want": settings.want,
-            "countries": list(settings.countries),
-        },
+        "settings": account.settings.as_json(),
         "created_at": account.created_at,
         "last_login_at": account.last_login_at,
         "deleted_at": account.deleted_at,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from vchat.protocol.messages import MAX_COUNTRIES, WANTS
 
@@ -74,6 +74,16 @@ class AccountSettings:
             raise ValueError(
                 f"countries are at most {MAX_COUNTRIES} upper-case ISO 3166 alpha-2 codes, sorted, each once"
             )
+
+    def as_json(self) -> dict[str, Any]:
+        """The settings as the APIs and `welcome` show them."""
+        return {
+            "lang": self.lang,
+            "translate_to": self.translate_to,
+            "translate": self.translate,
+            "want": self.want,
+            "countries": list(self.countries),
+        }
 
 
 @dataclass(frozen=True, slots=True)
