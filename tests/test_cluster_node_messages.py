@@ -24,6 +24,7 @@ VALID: list[dict[str, Any]] = [
     {"type": "ban", "ban_id": "b1"},
     {"type": "lift", "ban_id": "b1"},
     {"type": "dead", "dead": "n3"},
+    {"type": "account_deleted", "account": "acc-1"},
     {"type": "handover", "token": "t~n2", "request": "r1"},
     {"type": "handed", "request": "r1"},
 ]

@@ -12,9 +12,11 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
 from vchat.cluster.matchmaker import FAIR_WAIT
+from vchat.protocol.accounts import AccountView
 from vchat.store import redis_testing
+from vchat.store.account_testing import a_login
 from vchat.store.redis_testing import RedisServer
-from vchat.testing import RunningServer, SignalingClient, start_server
+from vchat.testing import RunningServer, SignalingClient, admin_request, start_server
 
 own_redis = redis_testing.own_redis  # the fixture, by its name
 
@@ -319,3 +321,21 @@ async def talk_alone(client: SignalingClient) -> None:
     """The client's session works: a ping gets a pong."""
     client.send({"type": "ping"})
     await client.expect("pong")
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_account_deleted_through_one_node_ends_its_sessions_on_another(
+    nodes: list[RunningServer],
+) -> None:
+    store = await nodes[0].store()
+    account = await store.log_in(a_login())
+    member = await nodes[1].client("json")
+    welcome = await member.hello(gender="f")
+    board = nodes[1].service.getServiceNamed("signaling").factory.switchboard
+    session = board.find(welcome["session_id"])
+    assert session is not None
+    session.account = AccountView(account.account_id, "f", ("facebook",))  # as its login cookie would give it
+    deleted = await admin_request(nodes[0], "POST", f"/api/accounts/{account.account_id}/delete")
+    assert deleted.status == 200
+    assert (await member.expect("error"))["code"] == "account_deleted"
+    assert (await member.wait_closed())[1] == 4010

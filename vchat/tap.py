@@ -344,7 +344,8 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Mult
         allowed_origins=frozenset(options["allowed-origin"]),
     )
     endpoint = serverFromString(reactor, options["ws"])
-    accounts = account_routes(options, reactor, store.whenOpen, switchboard.end_account)
+    end_account = switchboard.end_account if cluster is None else cluster.end_account
+    accounts = account_routes(options, reactor, store.whenOpen, end_account)
     routes = {} if accounts is None else accounts[1]
     factory.accounts = None if accounts is None else accounts[0]
     factory.require_login = options["require-login"]
@@ -364,7 +365,9 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Mult
             sources = ClusterSources(cluster.presence, cluster.bus)
         figures = Figures(switchboard, engine, moderation, lambda: stun, webhook, cluster=sources)
         control = ServiceControl(root)
-        api = AdminApi(moderation, store, switchboard, figures, control, reactor, options["deletion-grace"])
+        api = AdminApi(
+            moderation, store, switchboard, figures, control, reactor, options["deletion-grace"], end_account
+        )
         token = partial(admin_token, options["admin-token"], os.environ, options["data-dir"])
         admin = AdminService(
             serverFromString(reactor, options["admin"]), api.routes(), token, on_failure=stop

@@ -77,8 +77,11 @@ class AdminApi:
         control: ServiceControl,
         clock: IReactorTime,
         deletion_grace: float = DEFAULT_DELETION_GRACE,
+        end_account: Callable[[str], object] | None = None,
     ) -> None:
-        """`deletion_grace`: seconds from a deletion request to the account's purge."""
+        """`deletion_grace`: seconds from a deletion request to the account's purge; `end_account(id)` ends a
+        deleted account's sessions (default: on this node, through the switchboard; in a cluster, on every
+        node)."""
         self._moderation = moderation
         self._store = store
         self._switchboard = switchboard
@@ -87,6 +90,7 @@ class AdminApi:
         self._control = control
         self._clock = clock
         self._deletion_grace = deletion_grace
+        self._end_account = end_account or switchboard.end_account
 
     def routes(self) -> list[Route]:
         """Every route of the API (the page's static files are added by the admin service)."""
@@ -290,7 +294,7 @@ class AdminApi:
         account = await store.delete_account(call.params["id"], now, now + self._deletion_grace)
         if account is None:
             raise not_found("account")
-        self._switchboard.end_account(account.account_id)
+        self._end_account(account.account_id)
         return account_view(account)
 
     # --- services -----------------------------------------------------------------------------------

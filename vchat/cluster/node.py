@@ -17,6 +17,7 @@ Messages between nodes (each a map with a string `type`; `node` is the sender's 
     block     (to all) `a` and `b` are never to be matched (one reported the other)
     ban, lift (to all) ban `ban_id` was issued or lifted
     dead      (to all) node `dead` stopped its heartbeat: its users are gone
+    account_deleted (to all) the account `account` was deleted: end its sessions
     handover  hand over the session resume token `token` names (its client resumes on the sender); answer
               `request` with `handed`
     handed    the answer to `request`: `state`, the session (vchat.protocol.handover), or null, with `banned`,
@@ -79,6 +80,7 @@ _FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "ban": {"ban_id": str},
     "lift": {"ban_id": str},
     "dead": {"dead": str},
+    "account_deleted": {"account": str},
     "handover": {"token": str, "request": str},
     "handed": {"request": str},
 }
@@ -225,6 +227,8 @@ class NodeMessages:
             return self._moderation.announced_ban(message["ban_id"])
         elif kind == "lift":
             self._moderation.announced_lift(message["ban_id"])
+        elif kind == "account_deleted":
+            board.end_account(message["account"])
         elif kind == "dead":
             ended = board.remote_node_lost(message["dead"])
             if ended:
@@ -295,7 +299,9 @@ class ClusterService(MultiService):
         self._on_failure = on_failure
         self._bus = bus
         self._connecting: Deferred[Any] | None = None
-        # What the admin API's figures read, set by `cluster_node`.
+        # What the admin API's figures read, and the link to the other nodes, set by `cluster_node`.
+        self.link: ClusterLink | None = None
+        self.switchboard: Switchboard | None = None
         self.node_id = ""
         self.presence: NodePresence | None = None
         self.bus: NodeBus | None = None
@@ -329,6 +335,12 @@ class ClusterService(MultiService):
             return succeed(None)
         stopping: Deferred[Any] = super().stopService() if any(s.running for s in self) else succeed(None)
         return stopping.addCallback(lambda _: self._disconnect())
+
+    def end_account(self, account_id: str) -> None:
+        """End the sessions of a deleted account on every node (on this one alone while Redis is away)."""
+        assert self.link is not None and self.switchboard is not None
+        if not self.link.broadcast({"type": "account_deleted", "account": account_id}):
+            self.switchboard.end_account(account_id)
 
     def _disconnect(self) -> Deferred[None] | None:
         factory, self._handle.factory = self._handle.factory, None
@@ -380,6 +392,8 @@ def cluster_node(
     bus_service = NodeBusService(bus, on_failure)
     service = ClusterService(handle, reactor, on_failure, bus_service)
     service.node_id = node_id
+    service.link = link
+    service.switchboard = switchboard
     service.presence = presence
     service.bus = bus
     for child in (bus_service, presence, matcher):
