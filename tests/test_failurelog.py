@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from twisted.internet.task import Clock
 from twisted.logger import LogEvent, capturedLogs, formatEvent
+from twisted.python.failure import Failure
 
 from vchat.failurelog import ThrottledFailureLog
 
@@ -53,3 +54,11 @@ def test_the_budget_refills_at_the_rate() -> None:
     fail(log, 10)
     clock.advance(1000)
     assert len(tracebacks(fail(log, 10))) == 2
+
+
+def test_a_failure_given_is_logged_outside_an_except_block() -> None:
+    log = ThrottledFailureLog(Clock())
+    with capturedLogs() as events:
+        log.failure("reading an account", Failure(ValueError("the store is away")))
+    [event] = tracebacks(list(events))
+    assert event["log_failure"].check(ValueError) and "reading an account" in formatEvent(event)

@@ -8,6 +8,7 @@ from ipaddress import ip_network
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock, deferLater
 from twisted.logger import capturedLogs
 from zope.interface import implementer
@@ -16,11 +17,13 @@ from zope.interface.verify import verifyObject
 from vchat.geo import ICountryLookup
 from vchat.ice import IcePolicy
 from vchat.matching import MatchingEngine
+from vchat.protocol.accounts import AccountView, IAccountLookup
 from vchat.protocol.bans import BanNotice, IBanCheck
 from vchat.protocol.codec import JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL, encode_json, encode_msgpack
 from vchat.protocol.session import IPeer
 from vchat.protocol.switchboard import Switchboard
 from vchat.protocol.websocket import ConnectionLimits, SignalingFactory
+from vchat.store.interface import StoreError
 from vchat.testing import OFFERED, MemoryClient, MemoryServer, RunningServer, hello_message, start_server
 
 HELLO = hello_message(gender="m", lang="en-US", client={"os": "Linux"})
@@ -588,3 +591,38 @@ def test_a_broken_ban_check_lets_clients_in_and_is_logged() -> None:
         for _ in range(3):
             assert memory.client().hello()["type"] == "welcome"
     assert [event["what"] for event in events if event.get("what")] == ["checking bans"] * 3
+
+
+@implementer(IAccountLookup)
+class Accounts:
+    """Finds the one account whose cookie is "good"; fails for "broken" (as a store away would)."""
+
+    def account_of(self, cookie: str | None) -> Deferred[AccountView | None]:
+        if cookie == "broken":
+            return fail(StoreError("the store is away"))
+        return succeed(AccountView("acc-1", "m", ("vk",)) if cookie == "good" else None)
+
+
+@pytest.mark.parametrize(("cookie", "account"), [("good", "acc-1"), ("forged", None), ("broken", None)])
+def test_a_login_cookie_gives_the_session_its_account_or_none(cookie: str, account: str | None) -> None:
+    memory = MemoryServer()
+    memory.factory.accounts = Accounts()
+    client = memory.connect(OFFERED["json"], headers={"Cookie": f"theme=dark; vchat_login={cookie}"})
+    client.send({**HELLO, "gender": None})
+    welcome = client.expect("welcome")
+    assert (welcome["account"] or {}).get("user_id") == account
+    session = memory.switchboard.find(welcome["session_id"])
+    assert session is not None and session.gender == ("m" if account else "u")
+
+
+def test_a_server_that_requires_a_login_closes_an_anonymous_hello_with_4009() -> None:
+    memory = MemoryServer()
+    memory.factory.accounts = Accounts()
+    memory.factory.require_login = True
+    anonymous = memory.connect(OFFERED["json"])
+    anonymous.send(HELLO)
+    assert anonymous.expect("error")["code"] == "login_required"
+    assert anonymous.closed is not None and anonymous.closed[1] == 4009
+    member = memory.connect(OFFERED["json"], headers={"Cookie": "vchat_login=good"})
+    member.send(HELLO)
+    assert member.expect("welcome")["account"]["user_id"] == "acc-1"

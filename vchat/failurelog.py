@@ -23,15 +23,15 @@ class ThrottledFailureLog:
         self._budget = TokenBucket(rate, burst, clock.seconds())
         self.suppressed = 0
 
-    def failure(self, what: str) -> None:
-        """Log the exception being handled, as `what` failed; call it from an `except` block."""
+    def failure(self, what: str, failure: Failure | None = None) -> None:
+        """Log `failure` (default: the exception being handled, from an `except` block), as `what` failed."""
         if not self._budget.take(self._clock.seconds()):
             self.suppressed += 1
             return
         suppressed, self.suppressed = self.suppressed, 0
         self._log.failure(
             "{what} ({suppressed} similar failures not logged before this one)",
-            Failure(),
+            failure or Failure(),
             what=what,
             suppressed=suppressed,
         )

@@ -359,8 +359,13 @@ class SignalingProtocol(WebSocketServerProtocol):
         # The account is read before the hello is answered.
         self._opening = True
         reading = accounts.account_of(self._login_cookie)
+        reading.addErrback(self._anonymous, "reading a login's account")  # the store is away: no login
         reading.addCallback(lambda account: self._hello(hello, rid, account))
-        reading.addErrback(lambda _: factory.failures.failure("reading a login's account"))
+        reading.addErrback(lambda failure: factory.failures.failure("answering a hello", failure))
+
+    def _anonymous(self, failure: Failure, what: str) -> None:
+        """Log why a hello goes on without what it waited for (an account, a session of another node)."""
+        self.factory.failures.failure(what, failure)
 
     def _hello(self, hello: Hello, rid: RequestId, account: AccountView | None) -> None:
         """Go on with `hello` from the user of `account` (None: anonymous)."""
@@ -379,10 +384,9 @@ class SignalingProtocol(WebSocketServerProtocol):
             # The session is another node's: it is handed over before this one answers.
             self._opening = True
             fetching = switchboard.link.fetch_session(node, hello.resume)
-            fetching.addCallback(lambda found: self._open(hello, rid, account, *found))
-            fetching.addErrback(
-                lambda _: self.factory.failures.failure("taking a session over from another node")
-            )
+            fetching.addErrback(self._anonymous, "taking a session over from another node")  # a new session
+            fetching.addCallback(lambda found: self._open(hello, rid, account, *(found or (None, None))))
+            fetching.addErrback(lambda failure: self.factory.failures.failure("answering a hello", failure))
             return
         self._open(hello, rid, account, None, switchboard.resumed_id(hello.resume))
 
