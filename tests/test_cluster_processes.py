@@ -32,7 +32,9 @@ PAYLOAD = {
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """Three nodes (n1, n2, n3) for the tests that leave them running; each test starts with no users."""
-    with running_cluster(tmp_path_factory.mktemp("cluster"), 3, "--max-connections-per-ip", "500") as running:
+    # A short resume grace: a session a test's client left without a clean close ends soon, not 15 s later.
+    shared = ("--max-connections-per-ip", "500", "--resume-grace", "2")
+    with running_cluster(tmp_path_factory.mktemp("cluster"), 3, *shared) as running:
         yield running
 
 
@@ -114,7 +116,7 @@ async def no_users(cluster: Cluster) -> None:
                 return False
         return True
 
-    await eventually(empty, 10, "every node is empty")
+    await eventually(empty, 20, "every node is empty")
 
 
 @pytest.mark.parametrize(("first", "second"), [("json", "msgpack"), ("msgpack", "json")])
