@@ -15,6 +15,7 @@ import functools
 import json
 import os
 import sys
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -121,7 +122,7 @@ def worker_setup() -> None:
     )
 
 
-class Load:
+class Load(ABC):
     """A worker's shared counters and phase, its ready clients, and its dealings with the orchestrator.
 
     A subclass says how to open connection `n` (`connect`, calling `dial`) and adds its own counters."""
@@ -150,9 +151,9 @@ class Load:
         self.errors += 1
         self.error_codes[code] += 1
 
+    @abstractmethod
     def connect(self, n: int) -> None:
         """Open the `n`th connection (from 0), with `dial`."""
-        raise NotImplementedError
 
     def dial(self, port: int, build: Callable[[], Client]) -> None:
         """Connect to the server on `port`; `build()` makes the client."""
@@ -215,7 +216,7 @@ class Load:
         os._exit(0)  # skip closing thousands of sockets one by one on the way out
 
 
-class Client(Protocol):
+class Client(Protocol, ABC):
     """One raw WebSocket client connection: handshake, `hello_frame` once open, frames parsed and passed to
     `message`, pings and closes answered. A subclass handles the messages and calls `become_ready`."""
 
@@ -278,9 +279,9 @@ class Client(Protocol):
                 self.transport.loseConnection()
         del buf[:pos]
 
+    @abstractmethod
     def message(self, payload: bytes) -> None:
         """A text or binary message's payload."""
-        raise NotImplementedError
 
     def relay_on(self) -> None:
         """Keep the closed loop going: send the next of this client's chat frames."""

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import secrets
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -49,7 +50,7 @@ class Grant:
 
 
 @dataclass
-class FakeProvider:
+class FakeProvider(ABC):
     """What both fakes share: the app they know, the user who logs in next, codes and tokens they issued, and
     `broken` ("500", "malformed", "huge" or "stalled": half an answer, then nothing) to make every endpoint
     but the browser's dialog answer wrongly. `stalled` holds `notifyFinish()` of each stalled request: it
@@ -64,9 +65,9 @@ class FakeProvider:
     tokens: dict[str, dict[str, Any]] = field(default_factory=dict)
     stalled: list[Deferred[None]] = field(default_factory=list)
 
+    @abstractmethod
     def routes(self) -> dict[str, Callable[[Query], Reply]]:
         """Each path the fake serves, and its handler."""
-        raise NotImplementedError
 
     def issue(self, query: Query) -> Reply:
         """The user consents: back to `redirect_uri` with a fresh code and the `state`."""

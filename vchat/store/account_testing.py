@@ -71,8 +71,8 @@ def a_ban_on(user_id: str, created_at: float = 1000.0, ends_at: float | None = N
 class AccountContract:
     """What every store must do with accounts."""
 
-    def opened(self, directory: Path) -> AbstractAsyncContextManager[IStore]:
-        raise NotImplementedError  # StoreContract's
+    # StoreContract's: the store under test, open for a block.
+    opened: Callable[[Path], AbstractAsyncContextManager[IStore]]
 
     @store_test
     async def test_a_first_login_makes_an_account(self, tmp_path: Path) -> None:
