@@ -597,6 +597,8 @@ def test_a_broken_ban_check_lets_clients_in_and_is_logged() -> None:
 class Accounts:
     """Finds the one account whose cookie is "good"; fails for "broken" (as a store away would)."""
 
+    cookie_name = "vchat_login"
+
     def account_of(self, cookie: str | None) -> Deferred[AccountView | None]:
         if cookie == "broken":
             return fail(StoreError("the store is away"))

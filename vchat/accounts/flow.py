@@ -24,7 +24,7 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from vchat.accounts.age import is_minor
-from vchat.accounts.cookie import issue_cookie, read_cookie, sign, verify
+from vchat.accounts.cookie import COOKIE_NAME, issue_cookie, read_cookie, sign, verify
 from vchat.accounts.email import email_hash
 from vchat.accounts.provider import ILoginProvider, ProviderError
 from vchat.protocol.accounts import AccountView, IAccountLookup
@@ -72,6 +72,8 @@ def account_view(account: Account) -> AccountView:
 @implementer(IAccountLookup)
 class Logins:
     """Starts and finishes logins through the configured providers, and reads login cookies."""
+
+    cookie_name = COOKIE_NAME
 
     def __init__(
         self,

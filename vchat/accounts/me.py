@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -22,6 +21,7 @@ from twisted.web.server import Request
 
 from vchat.accounts.cookie import COOKIE_NAME
 from vchat.accounts.flow import Logins
+from vchat.accounts.routes import same_origin
 from vchat.jsonapi import ApiError, Call, JsonApi, Route, Router, bad_request
 from vchat.store.account_records import Account, AccountSettings
 from vchat.store.interface import IStore
@@ -34,11 +34,7 @@ _SETTINGS = ("lang", "translate_to", "translate", "want", "countries")
 
 def _same_site(request: Request, route: Route) -> None:
     """`jsonapi.Guard`: a request that changes something must come from the site's own pages."""
-    if route.method == "GET":
-        return
-    origin = request.getHeader("origin")
-    host = request.getHeader("host")
-    if origin is None or host is None or urlsplit(origin).netloc != host:
+    if route.method != "GET" and not same_origin(request):
         raise ApiError(403, "forbidden", "change your account from this site's own page")
 
 

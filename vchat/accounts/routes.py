@@ -102,9 +102,7 @@ class AuthRoutes(Resource):
         _found(request, "/")
 
     def _logout(self, request: Request) -> bytes:
-        origin = request.getHeader("origin")
-        host = request.getHeader("host")
-        if origin is None or host is None or urlsplit(origin).netloc != host:
+        if not same_origin(request):
             return _json(
                 request, 403, {"error": {"code": "forbidden", "message": "log out from this site's page"}}
             )
@@ -142,6 +140,13 @@ class AuthRoutes(Resource):
         finished.addErrback(failed)
         finished.addBoth(lambda _: None if request.finished or request._disconnected else request.finish())
         request.notifyFinish().addErrback(lambda _: finished.cancel())
+
+
+def same_origin(request: Request) -> bool:
+    """Whether a request came from this site's own pages (its Origin is the site): a change to a login or an
+    account is refused from other sites' pages, which a logged-in browser would otherwise send it from."""
+    origin, host = request.getHeader("origin"), request.getHeader("host")
+    return origin is not None and host is not None and urlsplit(origin).netloc == host
 
 
 def _found(request: Request, location: str) -> None:

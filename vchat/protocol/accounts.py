@@ -7,10 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from zope.interface import Interface
-
-LOGIN_COOKIE = "vchat_login"
-"""The login cookie's name (vchat.accounts.cookie)."""
+from zope.interface import Attribute, Interface
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +27,10 @@ class AccountView:
 
 class IAccountLookup(Interface):
     """Finds the account a login cookie names."""
+
+    cookie_name: str = Attribute(
+        "the login cookie's name, which the WebSocket handshake's Cookie header is read for"
+    )
 
     def account_of(cookie: str | None) -> Deferred[AccountView | None]:
         """The account the login cookie's value names, if it is valid and the account usable; else None."""

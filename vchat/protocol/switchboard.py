@@ -410,8 +410,9 @@ class Switchboard:
             "code": ErrorCode.ACCOUNT_DELETED.value,
             "message": "your account was deleted",
         }
-        ended = [session for session in self._sessions.values() if session.account is not None]
-        ended = [session for session in ended if session.user_id == user_id]
+        ended = [
+            session for session in self._sessions.values() if session.account and session.user_id == user_id
+        ]
         for session in ended:
             self._end_telling(session, message, CloseCode.ACCOUNT_DELETED, "account deleted")
         return len(ended)

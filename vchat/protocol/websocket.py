@@ -21,7 +21,7 @@ from vchat.addresses import AddressCounter, Network, address_key, client_address
 from vchat.failurelog import ThrottledFailureLog
 from vchat.geo import ICountryLookup, NoCountries
 from vchat.origins import origin_allowed
-from vchat.protocol.accounts import LOGIN_COOKIE, AccountView, IAccountLookup
+from vchat.protocol.accounts import AccountView, IAccountLookup
 from vchat.protocol.bans import BanNotice, IBanCheck
 from vchat.protocol.codec import JSON, REPORT_HEAD_BYTES, Codec, choose_codec, starts_as_report
 from vchat.protocol.errors import CloseCode, ErrorCode, ProtocolError
@@ -168,7 +168,8 @@ class SignalingProtocol(WebSocketServerProtocol):
         self._country = (vouched and proxy_country(request.headers.get("cf-ipcountry"))) or (
             factory.countries.country_of(address)
         )
-        self._login_cookie = login_cookie(request.headers.get("cookie"))
+        if factory.accounts is not None:  # no logins on this server: no cookie to read
+            self._login_cookie = login_cookie(request.headers.get("cookie"), factory.accounts.cookie_name)
         self._codec = choose_codec(request.protocols)
         return self._codec.subprotocol if self._codec.subprotocol in request.protocols else None
 
@@ -535,8 +536,8 @@ class SignalingProtocol(WebSocketServerProtocol):
         )
 
 
-def login_cookie(header: str | None) -> str | None:
-    """The login cookie's value in a Cookie header, or None (no header, no such cookie, a header that does not
+def login_cookie(header: str | None, name: str) -> str | None:
+    """The value of cookie `name` in a Cookie header, or None (no header, no such cookie, a header that does not
     parse)."""
     if not header or len(header) > 8192:
         return None
@@ -544,7 +545,7 @@ def login_cookie(header: str | None) -> str | None:
         cookies = SimpleCookie(header)
     except CookieError:
         return None
-    morsel = cookies.get(LOGIN_COOKIE)
+    morsel = cookies.get(name)
     return None if morsel is None else morsel.value
 
 
