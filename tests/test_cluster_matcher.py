@@ -43,6 +43,19 @@ def entry(session_id: str, since: float, node_id: str, **fields: Any) -> QueueEn
     return QueueEntry(session_id, node_id, since=since, **values)
 
 
+def telling_matcher(
+    queue: SharedQueue,
+    told: list[tuple[str, str]] | Callable[[QueueEntry, QueueEntry], object],
+    recent_seconds: float = 600.0,
+) -> Matcher:
+    """Node 1's matcher, with the test's lease and interval, that appends each pair (offer's id, answer's id) to
+    `told`, or calls it with the entries."""
+    on_pair = told if callable(told) else lambda a, b: told.append((a.session_id, b.session_id))
+    return Matcher(
+        queue, "node-1", reactor, on_pair, 10, recent_seconds, 30.0, lease_ttl=TTL, interval=INTERVAL
+    )
+
+
 class QuickRetry(txredisapi.RedisFactory):
     """Reconnects within a fifth of a second, so that a test need not wait for the real back-off."""
 
@@ -285,17 +298,7 @@ async def test_a_claim_lost_to_a_withdrawal_leaves_the_other_user_to_be_paired_l
     mine = await cluster.queue()
     queue = RacingQueue(mine._redis, rival, "taken")
     told: list[tuple[str, str]] = []
-    matcher = Matcher(
-        queue,
-        "node-1",
-        reactor,
-        lambda a, b: told.append((a.session_id, b.session_id)),
-        10,
-        600.0,
-        30.0,
-        lease_ttl=TTL,
-        interval=INTERVAL,
-    )
+    matcher = telling_matcher(queue, told)
     await rival.enqueue(entry("left", 1.0, "node-2"))
     await rival.enqueue(entry("taken", 2.0, "node-2", gender="m"))  # its node matches it locally meanwhile
     matcher.startService()
@@ -320,17 +323,7 @@ async def test_after_a_lost_claim_the_two_can_be_paired_at_once(cluster: Cluster
     mine = await cluster.queue()
     queue = RacingQueue(mine._redis, rival, "taken")
     told: list[tuple[str, str]] = []
-    matcher = Matcher(
-        queue,
-        "node-1",
-        reactor,
-        lambda a, b: told.append((a.session_id, b.session_id)),
-        10,
-        600.0,
-        30.0,
-        lease_ttl=TTL,
-        interval=INTERVAL,
-    )
+    matcher = telling_matcher(queue, told)
     await rival.enqueue(entry("left", 1.0, "node-2"))
     await rival.enqueue(entry("taken", 2.0, "node-2", gender="m"))
     matcher.startService()
@@ -484,17 +477,7 @@ async def test_the_matcher_sweeps_spent_histories(cluster: Cluster, monkeypatch:
     monkeypatch.setattr("vchat.cluster.matcher.EXPIRE_EVERY", 0.0)
     queue = await cluster.queue()
     told: list[tuple[str, str]] = []
-    matcher = Matcher(
-        queue,
-        "node-1",
-        reactor,
-        lambda a, b: told.append((a.session_id, b.session_id)),
-        10,
-        0.2,  # recent for 0.2 s only
-        30.0,
-        lease_ttl=TTL,
-        interval=INTERVAL,
-    )
+    matcher = telling_matcher(queue, told, recent_seconds=0.2)  # recent for 0.2 s only
     await queue.enqueue(entry("a", 1.0, "node-2"))
     await queue.enqueue(entry("b", 2.0, "node-3", gender="m"))
     matcher.startService()
@@ -517,7 +500,7 @@ async def test_a_pair_that_cannot_be_passed_on_goes_back_and_is_paired_again(clu
         told.append((a.session_id, b.session_id))
         return len(told) > 1  # the first one is lost
 
-    matcher = Matcher(queue, "node-1", reactor, on_pair, 10, 600.0, 30.0, lease_ttl=TTL, interval=INTERVAL)
+    matcher = telling_matcher(queue, on_pair)
     await queue.enqueue(entry("a", 1.0, "node-2"))
     await queue.enqueue(entry("b", 2.0, "node-3", gender="m"))
     matcher.startService()
