@@ -303,6 +303,7 @@ async def test_a_user_sees_changes_exports_and_deletes_its_own_account(site: Any
     code, mine = await me(browser, base, "GET")
     assert code == 200 and mine["id"] == account_id and mine["providers"] == ["facebook"]
     assert (mine["gender"], mine["country"]) == ("f", "DE") and "email" not in json.dumps(mine)
+    assert mine["deletion_grace_s"] == 30 * 86400
     settings = {"lang": "de", "translate_to": "en", "translate": True, "want": "m", "countries": ["at", "DE"]}
     assert (await me(browser, base, "PATCH", "/settings", settings))[0] == 403  # not from the site's page
     code, changed = await me(browser, base, "PATCH", "/settings", settings, origin=base)

@@ -27,6 +27,7 @@ import pytest_twisted
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from treq.client import HTTPClient
 from twisted.internet import reactor
+from twisted.internet.defer import succeed
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -34,6 +35,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 from zope.interface.verify import verifyObject
 
+from vchat.accounts.flow import Logins
 from vchat.accounts.oidc import (
     Discovery,
     OidcProvider,
@@ -49,6 +51,7 @@ from vchat.accounts.oidc import (
     with_userinfo,
 )
 from vchat.accounts.provider import ILoginProvider, ProviderError, ProviderProfile
+from vchat.store.memory import MemoryStore
 from vchat.store.redis_testing import free_port
 
 SERVER_DIR = Path(__file__).parent / "oidc_server"
@@ -445,21 +448,27 @@ class Login:
 
 
 async def log_in(provider: OidcProvider, login: str) -> Login:
-    """Log `login` in at the provider as a browser does, through oidc-provider's development pages: the
-    login form (any password), then the consent form; cookies carried, redirects followed by hand."""
+    """Log `login` in at the provider as a browser does (see `come_back`), with a PKCE verifier made here."""
     verifier = secrets.token_urlsafe(48)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
     state, nonce = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
     url = await provider.authorize_url(REDIRECT_URI, state, nonce, challenge)
+    query = await come_back(url, login)
+    assert query["state"] == state, query
+    return Login(query["code"], verifier, nonce)
+
+
+async def come_back(url: str, login: str) -> dict[str, str]:
+    """Go to the authorization `url` as a browser does and log `login` in through oidc-provider's development
+    pages (the login form, any password, then the consent form), cookies carried and redirects followed by
+    hand: the query the provider sends the browser back to REDIRECT_URI with."""
     browser = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
     response = await browser.get(url, allow_redirects=False)
     for _ in range(10):
         if response.code in (302, 303):
             url = urljoin(url, response.headers.getRawHeaders("location")[0])
             if url.startswith(REDIRECT_URI):
-                query = parse_qs(urlsplit(url).query)
-                assert query["state"] == [state], query
-                return Login(query["code"][0], verifier, nonce)
+                return {key: values[0] for key, values in parse_qs(urlsplit(url).query).items()}
             response = await browser.get(url, allow_redirects=False)
             continue
         page = await response.text()
@@ -473,6 +482,20 @@ async def log_in(provider: OidcProvider, login: str) -> Login:
         )
         response = await browser.post(url, data=form, allow_redirects=False)
     raise AssertionError(f"the login did not come back to {REDIRECT_URI}")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_whole_login_through_vchats_flow(oidc_server: OidcServer) -> None:
+    """vchat's own login flow (its state, nonce and PKCE verifier, which the provider checks: at least 43
+    characters) against the real provider: the account, with the provider's gender and country."""
+    store = MemoryStore()
+    logins = Logins(lambda: succeed(store), {"oidc": provider_of(oidc_server.issuer)}, reactor, 3600)
+    started = await logins.start("oidc", REDIRECT_URI)
+    query = await come_back(started.url, "alice")
+    account, cookie = await logins.finish("oidc", REDIRECT_URI, query, started.state_cookie)
+    assert [identity.provider for identity in account.identities] == ["oidc"]
+    assert (account.gender, account.country) == ("f", "FR")
+    assert (await logins.account(cookie)) == account
 
 
 @pytest_twisted.ensureDeferred

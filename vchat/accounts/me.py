@@ -1,6 +1,7 @@
 """A logged-in user's own routes, on the signaling endpoint (same origin as the web page; docs/accounts.md):
 
-    GET    /api/me            the account: id, providers, gender, country, settings, when it was made
+    GET    /api/me            the account: id, providers, gender, country, settings, when it was made, and how
+                              long after a deletion it is purged (deletion_grace_s)
     PATCH  /api/me/settings   change some settings (JSON: lang, translate_to, translate, want, countries)
     DELETE /api/me            delete the account, with {"confirm": true}: inaccessible at once, purged later
     GET    /api/me/export     everything stored about the user: the account, the bans on it, the reports it made
@@ -110,7 +111,8 @@ class OwnRoutes:
 
     async def get(self, call: Call) -> dict[str, Any]:
         call.reject_query()
-        return _account_view(await self._account(call))
+        # How long after a deletion the account is purged, for the page's confirmation to say.
+        return {**_account_view(await self._account(call)), "deletion_grace_s": self._grace}
 
     async def patch_settings(self, call: Call) -> dict[str, Any]:
         call.reject_query()

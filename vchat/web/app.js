@@ -1,7 +1,9 @@
 // The vchat reference client: the page's state and what it does with each server message (docs/web-client.md).
 // Every text from the server or the partner reaches the page through textContent, never as markup.
 
+import { AccountPanel, accountGender, loadAccount, loginError } from "./account.js";
 import { Call, rtcConfiguration } from "./call.js";
+import { COUNTRY_CODES, MAX_COUNTRIES, parseCountries } from "./countries.js";
 import {
   LANGUAGE_NAMES,
   count,
@@ -17,22 +19,13 @@ import {
 } from "./i18n.js";
 import { Signaling, signalingUrl } from "./signaling.js";
 
-// ISO 3166-1 alpha-2, and XK (Kosovo), which GeoIP databases use.
-const COUNTRY_CODES = `AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS
-  BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE EG EH ER ES ET FI FJ
-  FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT
-  JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP
-  MQ MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY QA RE
-  RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV
-  TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS XK YE YT ZA ZM ZW`.split(/\s+/);
-
-const MAX_COUNTRIES = 64; // what `search` accepts
 const MAX_CHAT_LINES = 200;
 const REPORT_WINDOW_MS = 60_000; // the server takes a report of the previous match this long after it ended
 const PARTNER_LEFT_SHOWN_MS = 2_000; // "partner left" stays up this long while the next search runs
 const TYPING_SEND_EVERY_MS = 2_000;
 const TYPING_SHOWN_MS = 4_000;
 const NOTICE_SHOWN_MS = 6_000;
+const LOGIN_ERROR_SHOWN_MS = 20_000;
 const FILTER_DEBOUNCE_MS = 400;
 const SNAPSHOT_MAX_WIDTH = 640;
 const SNAPSHOT_MAX_BYTES = 240 * 1024; // under the server's 256 KiB, with room to spare
@@ -86,6 +79,34 @@ const ui = {
   reportComment: $("report-comment"),
   uiLang: $("ui-lang"),
 };
+
+const accountPanel = new AccountPanel(
+  {
+    area: $("account"),
+    logins: $("account-logins"),
+    open: $("account-open"),
+    dialog: $("account-dialog"),
+    close: $("account-close"),
+    id: $("account-id"),
+    providers: $("account-providers"),
+    gender: $("account-gender"),
+    settings: $("account-settings"),
+    lang: $("settings-lang"),
+    translate: $("settings-translate"),
+    translateTo: $("settings-translate-to"),
+    want: $("settings-want"),
+    countries: $("settings-countries"),
+    settingsStatus: $("settings-status"),
+    logout: $("account-logout"),
+    delete: $("account-delete"),
+    deleteBox: $("account-delete-confirm-box"),
+    deleteText: $("account-delete-text"),
+    deleteUnderstand: $("account-delete-understand"),
+    deleteConfirm: $("account-delete-confirm"),
+    actionStatus: $("account-action-status"),
+  },
+  { onSettings: accountSettingsChanged, onDeleted: accountDeleted },
+);
 
 // --- storage that may be disabled --------------------------------------------------------------------------
 
@@ -162,7 +183,9 @@ const model = {
   online: null,
   configuration: { iceServers: [], iceTransportPolicy: "all" },
   sessionId: null,
-  sessionGender: null, // the gender the current session said hello with
+  sessionGender: null, // the "I am" choice the current session said hello with ("account": the account's)
+  genderAsked: null, // the "I am" choice of the last hello made
+  genderChosen: false, // the user picked a gender for "I am" (else a logged-in user's account says it)
   filtersSent: null, // the filters of the last `search`, as JSON: a change is sent at the next search
   lastMatch: null, // {matchId, frame, endedAt}: the match that just ended, reportable for a minute
   camera: { stream: null, problem: "camera.waiting" },
@@ -188,10 +211,15 @@ function request(kind, message) {
 
 // --- the status -------------------------------------------------------------------------------------------------
 
-/** The status as data-state: idle, searching, connecting, connected, reconnecting, partner-left, banned, offline. */
+/**
+ * The status as data-state: idle, searching, connecting, connected, reconnecting, partner-left, banned, offline,
+ * login-required, account-deleted.
+ */
 function currentState() {
   const phase = signaling?.phase ?? "new";
   if (model.banned || (phase === "closed" && signaling.closedReason === "banned")) return "banned";
+  if (phase === "closed" && signaling.closedReason === "login_required") return "login-required";
+  if (phase === "closed" && signaling.closedReason === "account_deleted") return "account-deleted";
   if (phase === "closed" || phase === "offline") return "offline";
   if (phase === "resuming") return "reconnecting";
   if (phase !== "open") return "idle";
@@ -273,13 +301,16 @@ function render() {
 
 let noticeTimer = null;
 
-function showNotice(text) {
+/** Show `text` for a while; `loginError` (the code of a refused login) goes to data-login-error. */
+function showNotice(text, { shownMs = NOTICE_SHOWN_MS, loginError = null } = {}) {
   ui.notice.textContent = text;
   ui.notice.hidden = false;
+  if (loginError) ui.notice.dataset.loginError = loginError;
+  else delete ui.notice.dataset.loginError;
   clearTimeout(noticeTimer);
   noticeTimer = setTimeout(() => {
     ui.notice.hidden = true;
-  }, NOTICE_SHOWN_MS);
+  }, shownMs);
 }
 
 // --- the camera ----------------------------------------------------------------------------------------------
@@ -330,19 +361,6 @@ async function startCamera() {
 
 // --- filters -------------------------------------------------------------------------------------------------
 
-/** The countries input as {codes, ignored}: upper-case two-letter codes, once each, at most 64. */
-function parseCountries(text) {
-  const codes = [];
-  const ignored = [];
-  for (const token of text.split(/[\s,;]+/)) {
-    if (!token) continue;
-    const code = token.toUpperCase();
-    if (!/^[A-Z]{2}$/.test(code)) ignored.push(token);
-    else if (!codes.includes(code)) codes.push(code);
-  }
-  return { codes: codes.slice(0, MAX_COUNTRIES), ignored, tooMany: codes.length > MAX_COUNTRIES };
-}
-
 function currentFilters() {
   return { want: ui.want.value, countries: parseCountries(ui.countries.value).codes };
 }
@@ -352,10 +370,9 @@ function filtersChanged() {
 }
 
 function savePrefs() {
-  store(
-    PREFS_KEY,
-    JSON.stringify({ gender: ui.gender.value, want: ui.want.value, countries: ui.countries.value.slice(0, 400) }),
-  );
+  const prefs = { gender: ui.gender.value, want: ui.want.value, countries: ui.countries.value.slice(0, 400) };
+  if (model.genderChosen) prefs.genderChosen = true;
+  store(PREFS_KEY, JSON.stringify(prefs));
 }
 
 function loadPrefs() {
@@ -366,6 +383,7 @@ function loadPrefs() {
     return;
   }
   if (["m", "f", "u"].includes(prefs?.gender)) ui.gender.value = prefs.gender;
+  model.genderChosen = prefs?.genderChosen === true && ["m", "f", "u"].includes(prefs.gender);
   if (["any", "m", "f"].includes(prefs?.want)) ui.want.value = prefs.want;
   if (typeof prefs?.countries === "string") ui.countries.value = prefs.countries;
 }
@@ -551,7 +569,7 @@ const handlers = {
     model.partnerReconnecting = false;
     model.searching = false; // a lost connection cancels a search
     if (!message.resumed) {
-      model.sessionGender = signaling.lastHello?.gender ?? null;
+      model.sessionGender = model.genderAsked;
       model.filtersSent = null;
       model.lastMatch = null; // a new session cannot report the old one's partner
     }
@@ -649,6 +667,14 @@ const handlers = {
     const pending = model.requests.get(message.re);
     model.requests.delete(message.re);
     const code = typeof message.code === "string" ? message.code : "";
+    if (code === "login_required" || code === "account_deleted") {
+      // The connection closes for good (signaling.js); the page shows why.
+      model.running = false;
+      model.searching = false;
+      if (model.call) endCall();
+      if (code === "account_deleted") forgetAccount();
+      return;
+    }
     if (code === "kicked") {
       model.running = false;
       model.searching = false;
@@ -818,9 +844,11 @@ function cancelReport() {
 
 // --- language ------------------------------------------------------------------------------------------------
 
+/** The page's language: ?lang=, else the account's choice, else this browser's last choice, else its own. */
 function chooseLanguage() {
   const asked = new URLSearchParams(location.search).get("lang");
-  return pickLanguage([asked, stored(LANG_KEY), ...(navigator.languages ?? [navigator.language])]);
+  const chosen = accountPanel.account?.settings?.lang;
+  return pickLanguage([asked, chosen, stored(LANG_KEY), ...(navigator.languages ?? [navigator.language])]);
 }
 
 function applyLanguage(lang) {
@@ -829,17 +857,88 @@ function applyLanguage(lang) {
   ui.uiLang.value = language();
   fillCountryPicker();
   renderCountries();
+  labelAccountGender();
+  accountPanel.render();
   render();
 }
 
+// --- the account ---------------------------------------------------------------------------------------------
+
+/**
+ * Offer "I am: as my account says" when the logged-in account has a gender, and pick it unless the user
+ * picked something else; a hello with it leaves `gender` out, so the server takes the account's.
+ */
+function offerAccountGender(account) {
+  const gender = accountGender(account);
+  let offered = ui.gender.querySelector('option[value="account"]');
+  if (gender === null) {
+    if (offered) {
+      if (ui.gender.value === "account") ui.gender.value = "u";
+      offered.remove();
+    }
+    return;
+  }
+  if (!offered) {
+    offered = new Option("", "account");
+    ui.gender.prepend(offered);
+  }
+  offered.dataset.gender = gender;
+  labelAccountGender();
+  if (!model.genderChosen) ui.gender.value = "account";
+}
+
+function labelAccountGender() {
+  const offered = ui.gender.querySelector('option[value="account"]');
+  if (offered) offered.textContent = t("gender.account", { gender: t(`gender.${offered.dataset.gender}`) });
+}
+
+/** The account's settings, known or changed: its language, and its filters as the page's. */
+function accountSettingsChanged(settings) {
+  if (language() !== chooseLanguage()) applyLanguage(chooseLanguage());
+  if (["any", "m", "f"].includes(settings.want)) ui.want.value = settings.want;
+  if (Array.isArray(settings.countries)) ui.countries.value = settings.countries.join(", ");
+  filtersEdited();
+}
+
+/** The account is gone (deleted here, or elsewhere): the page is anonymous from now on. */
+function forgetAccount() {
+  accountPanel.forget();
+  offerAccountGender(null);
+  render();
+}
+
+function accountDeleted(purgeAt) {
+  forgetAccount();
+  const when = typeof purgeAt === "number" ? dateTime(purgeAt) : "";
+  showNotice(t("account.deleted", { date: when }), { shownMs: LOGIN_ERROR_SHOWN_MS });
+}
+
+/** A login the server refused comes back as /#login-error=CODE: say why, and clean the address. */
+function showLoginError() {
+  const code = loginError(location.hash);
+  if (code === null) return;
+  showNotice(t(`login.error.${code}`), { shownMs: LOGIN_ERROR_SHOWN_MS, loginError: code });
+  history.replaceState(null, "", location.pathname + location.search);
+}
+
+const accountReady = loadAccount().then((status) => {
+  offerAccountGender(status.account);
+  accountPanel.set(status);
+  render();
+});
+
 // --- wiring --------------------------------------------------------------------------------------------------
 
-function confirmAge() {
+async function confirmAge() {
   ui.gate.hidden = true;
   ui.app.hidden = false;
   cameraReady = startCamera().then(render);
+  render();
+  await accountReady; // the hello leaves out the gender an account says
   signaling = new Signaling(signalingUrl(), () => {
-    const hello = { gender: ui.gender.value, client: clientFacts() };
+    model.genderAsked = ui.gender.value;
+    const hello = { client: clientFacts() };
+    if (ui.gender.value !== "account") hello.gender = ui.gender.value;
     const lang = userLanguage();
     if (lang) hello.lang = lang;
     return hello;
@@ -854,6 +953,7 @@ function init() {
   ui.uiLang.replaceChildren(...Object.entries(LANGUAGE_NAMES).map(([code, name]) => new Option(name, code)));
   loadPrefs();
   applyLanguage(chooseLanguage());
+  showLoginError();
 
   ui.ageConfirm.addEventListener("click", confirmAge, { once: true });
   ui.start.addEventListener("click", start);
@@ -863,7 +963,10 @@ function init() {
   ui.reportForm.addEventListener("submit", submitReport);
   ui.reportDialog.addEventListener("cancel", cancelReport);
   ui.filters.addEventListener("submit", (event) => event.preventDefault());
-  ui.gender.addEventListener("change", savePrefs);
+  ui.gender.addEventListener("change", () => {
+    model.genderChosen = ui.gender.value !== "account";
+    savePrefs();
+  });
   ui.want.addEventListener("change", filtersEdited);
   ui.countries.addEventListener("input", filtersEdited);
   ui.countryAdd.addEventListener("change", () => {
@@ -912,6 +1015,7 @@ function init() {
     language: () => language(),
     deviceId: () => DEVICE,
     localStream: () => model.camera.stream,
+    account: () => (accountPanel.account ? structuredClone(accountPanel.account) : null),
   });
 }
 

@@ -7,7 +7,8 @@
 //   "open"       welcomed: messages can be sent
 //   "resuming"   the connection was lost; reconnecting to resume the session within the server's grace window
 //   "offline"    the server cannot be reached (or the grace window has passed); still retrying
-//   "closed"     for good: banned ("banned"), taken over by another connection ("elsewhere"), or close() called
+//   "closed"     for good: banned ("banned"), taken over by another connection ("elsewhere"), refused without a
+//                login ("login_required"), its account deleted ("account_deleted"), or close() called
 // Each change is announced with a "phase" event; each server message with a "message" event (detail: the
 // message). Messages are only sent while "open"; send() says whether one was.
 
@@ -32,6 +33,15 @@ const RESUMED_ELSEWHERE = 4003;
 const BANNED = 4004;
 const KICKED = 4005;
 const TOO_MANY_BAD = 4008;
+const LOGIN_REQUIRED = 4009;
+const ACCOUNT_DELETED = 4010;
+// Closed for good, with the reason `closedReason` gives: reconnecting would only be refused again.
+const FINAL_CODES = new Map([
+  [BANNED, "banned"],
+  [RESUMED_ELSEWHERE, "elsewhere"],
+  [LOGIN_REQUIRED, "login_required"],
+  [ACCOUNT_DELETED, "account_deleted"],
+]);
 const FRESH_SESSION_CODES = new Set([HELLO_REQUIRED, AGE_REQUIRED, KICKED, TOO_MANY_BAD]);
 
 /** The WebSocket URL of the page's own server: ws(s)://host/ws, or a <meta name="vchat-ws"> override. */
@@ -51,7 +61,8 @@ export class Signaling extends EventTarget {
     this.url = url;
     this.makeHello = makeHello;
     this.phase = "new";
-    this.closedReason = null; // "banned", "elsewhere" or "closed" once phase is "closed"
+    // Once phase is "closed": "banned", "elsewhere", "login_required", "account_deleted" or "closed" (by close()).
+    this.closedReason = null;
     this.lostAt = null; // when the session's connection was lost (ms), while resuming
     this.lastHello = null; // the fields of the last hello sent
     this.socket = null;
@@ -170,6 +181,10 @@ export class Signaling extends EventTarget {
         break;
       case "error":
         if (message.code === "kicked") this.token = null; // a kick ends the session: the next hello is fresh
+        if (message.code === "login_required" || message.code === "account_deleted") {
+          this.token = null;
+          this.finish(message.code); // before the close (4009, 4010) arrives, so that nothing reconnects
+        }
         break;
     }
     this.dispatchEvent(new CustomEvent("message", { detail: message }));
@@ -180,8 +195,7 @@ export class Signaling extends EventTarget {
     const hadSession = this.welcomed;
     this.dropSocket(false);
     if (this.phase === "closed") return;
-    if (code === BANNED) return this.finish("banned");
-    if (code === RESUMED_ELSEWHERE) return this.finish("elsewhere");
+    if (FINAL_CODES.has(code)) return this.finish(FINAL_CODES.get(code));
     if (FRESH_SESSION_CODES.has(code)) this.token = null;
     if (code === SHUTTING_DOWN) {
       // The server is going away: unreachable until it is back (the token is still tried then).
