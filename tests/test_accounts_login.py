@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest_twisted
 import treq
-from provider_servers import FakeFacebook, listen
+from provider_servers import FakeFacebook, FakeVk, listen
 from twisted.internet import reactor
 from twisted.logger import capturedLogs, formatEvent
 
@@ -32,6 +32,8 @@ ANN = {
     "birthday": "04/02/1990",
     "location": {"location": {"country_code": "de"}, "id": "1"},
 }
+ANN_ON_VK = {"id": 2107, "sex": 1, "bdate": "4.2.1990"}
+"""Ann on VK, whose token answer carries the same (confirmed) e-mail address as Facebook's verified one."""
 
 
 class Browser:
@@ -66,11 +68,14 @@ class Browser:
 async def site() -> AsyncIterator[tuple[RunningServer, FakeFacebook, str]]:
     facebook = FakeFacebook(APP_ID, APP_SECRET, user=dict(ANN))
     provider = listen(reactor, facebook)
+    vk = listen(reactor, FakeVk(APP_ID, APP_SECRET, user=dict(ANN_ON_VK), email="ann@example.org"))
     server = await start_server(
         reactor,
         *("--facebook-app-id", APP_ID, "--facebook-app-secret", APP_SECRET),
         *("--facebook-dialog-url", f"{provider.url}/dialog/oauth"),
         *("--facebook-graph-url", f"{provider.url}/v19.0"),
+        *("--vk-app-id", APP_ID, "--vk-app-secret", APP_SECRET),
+        *("--vk-oauth-url", vk.url, "--vk-api-url", f"{vk.url}/method"),
     )
     base = "http" + server.url.removeprefix("ws").removesuffix("/ws")
     try:
@@ -78,14 +83,15 @@ async def site() -> AsyncIterator[tuple[RunningServer, FakeFacebook, str]]:
     finally:
         await server.stop()
         await provider.stop()
+        await vk.stop()
 
 
-async def log_in(browser: Browser, base: str) -> str | None:
+async def log_in(browser: Browser, base: str, provider: str = "facebook") -> str | None:
     """The whole trip: start, the provider's dialog, back to the callback; where the site sends the browser."""
-    status, dialog = await browser.get(f"{base}/auth/facebook/start")
+    status, dialog = await browser.get(f"{base}/auth/{provider}/start")
     assert status == 302 and dialog is not None and STATE_COOKIE in browser.cookies
-    status, back = await browser.get(dialog)  # the fake Facebook's dialog consents at once
-    assert status == 302 and back is not None and back.startswith(f"{base}/auth/facebook/callback?")
+    status, back = await browser.get(dialog)  # the fake provider's dialog consents at once
+    assert status == 302 and back is not None and back.startswith(f"{base}/auth/{provider}/callback?")
     status, landing = await browser.get(back)
     assert status == 302
     return landing
@@ -155,7 +161,7 @@ async def test_a_minor_a_cancelled_login_and_a_replayed_code_are_refused(site: A
 async def test_providers_are_listed_and_logout_needs_this_sites_page(site: Any) -> None:
     _, _, base = site
     response = await treq.get(f"{base}/auth/providers", persistent=False)
-    assert await response.json() == [{"name": "facebook", "label": "Facebook"}]
+    assert await response.json() == [{"name": "facebook", "label": "Facebook"}, {"name": "vk", "label": "VK"}]
     browser = Browser(base)
     await log_in(browser, base)
     assert await browser.request("POST", f"{base}/auth/logout", Origin="https://evil.example") == (403, None)
@@ -223,6 +229,13 @@ async def test_a_logged_in_user_is_its_account_on_every_device_and_a_ban_on_it_h
     again = await connected_as(server, other_device, client={"device_id": "another-device"})
     assert (await again.expect("banned"))["type"] == "banned"
     assert (await again.wait_closed())[1] == 4004
+    # And through another provider: VK's confirmed e-mail is Facebook's verified one, so it is the same account.
+    through_vk = Browser(base)
+    assert await log_in(through_vk, base, "vk") == "/"
+    assert browser_account(through_vk) == account_id
+    linked = await connected_as(server, through_vk, client={"device_id": "a-third-device"})
+    assert (await linked.expect("banned"))["type"] == "banned"
+    assert (await linked.wait_closed())[1] == 4004
 
 
 @pytest_twisted.ensureDeferred
