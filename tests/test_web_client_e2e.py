@@ -16,44 +16,56 @@ import shutil
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIO = ROOT / "tests" / "e2e" / "web_scenario.py"
 TIMEOUT_S = 100
 """A bound on one scenario (it takes about 10 s; each of its waits is bounded on its own, far below this)."""
 
 
-def artifacts_dir(scenario: str) -> Path:
+@dataclass(frozen=True)
+class Script:
+    """An end-to-end script of tests/e2e (harness.main's command line), the tools it needs, and the folder of
+    `$VCHAT_ARTIFACTS` its scenarios' artifacts go to."""
+
+    path: Path
+    artifacts: str
+    tools: tuple[str, ...]
+
+
+WEB_CLIENT = Script(ROOT / "tests" / "e2e" / "web_scenario.py", "web-client", ("chromium", "turnserver"))
+
+
+def artifacts_dir(script: Script, scenario: str) -> Path:
     """Where a scenario's screenshots and logs go: `$VCHAT_ARTIFACTS`, else artifacts/ in the checkout."""
-    return Path(os.environ.get("VCHAT_ARTIFACTS") or ROOT / "artifacts") / "web-client" / scenario
+    return Path(os.environ.get("VCHAT_ARTIFACTS") or ROOT / "artifacts") / script.artifacts / scenario
 
 
-def namespace() -> list[str]:
-    """`unshare` into new network and process-id namespaces (as root, or as a user mapped to root)."""
+def namespace(script: Script) -> list[str]:
+    """`unshare` into new network and process-id namespaces (as root, or as a user mapped to root), once the
+    tools `script` needs are there."""
     unshare = shutil.which("unshare")
     if unshare is None:
         pytest.fail("util-linux's unshare is not installed")
-    for tool in ("chromium", "turnserver"):
+    for tool in script.tools:
         if shutil.which(tool) is None:
-            pytest.fail(
-                f"{tool} is not installed: run scripts/test, which installs Debian's chromium and coturn"
-            )
+            pytest.fail(f"{tool} is not installed: run scripts/test, which installs it")
     user = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
     return [unshare, *user, "--net", "--pid", "--fork", "--kill-child", "--mount-proc"]
 
 
-def run_scenario(scenario: str, scratch: Path) -> dict[str, Any]:
-    """Run one scenario in its namespace, its data files in `scratch`; its JSON result. Killed (by its process
-    group) after TIMEOUT_S."""
-    artifacts = artifacts_dir(scenario)
+def run_scenario(scenario: str, scratch: Path, script: Script = WEB_CLIENT) -> dict[str, Any]:
+    """Run one scenario of `script` in its namespace, its data files in `scratch`; its JSON result. Killed (by
+    its process group) after TIMEOUT_S."""
+    artifacts = artifacts_dir(script, scenario)
     command = [
-        *namespace(),
+        *namespace(script),
         sys.executable,
-        str(SCENARIO),
+        str(script.path),
         "--scenario",
         scenario,
         "--artifacts",

@@ -11,7 +11,8 @@ machine's own addresses). It prints one JSON object on its last line of stdout: 
 their times, and on failure the step that failed, why, and each page's status, states seen, console and
 WebSocket message types; screenshots and the server's and coturn's logs go to DIR.
 
-What it shares with bench/web_latency.py (the namespace, starting twistd, launching Chromium) is in harness.py.
+What it shares with account_scenario.py and bench/web_latency.py (the namespace, starting twistd, launching
+Chromium, what is recorded of a page, the steps and the JSON result) is in harness.py.
 
 Scenarios:
 - `direct`: ICE with vchat's STUN responder only: match, video both ways, chat, the screenshot, a WebSocket
@@ -24,7 +25,6 @@ Scenarios:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -35,30 +35,31 @@ import struct
 import sys
 import threading
 import time
-import traceback
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness import (
     SERVER_START_S,
+    Peer,
     Ports,
+    Run,
     ScenarioFailed,
     Service,
     enter,
     http_get,
-    isolate_loopback,
     launch_chromium,
+    main,
     new_page,
     start_process,
     stun_answers,
     wait_until,
 )
 from harness import start_vchat as start_twistd_vchat
-from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, WebSocket, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import Playwright, sync_playwright
 
 CONNECT_S = 20.0
 """How long a match may take to reach `connected`, from Start (or from a rematch)."""
@@ -262,77 +263,12 @@ class CuttableProxy:
 # --- the browsers ---------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Peer:
-    """One browser and its page, with what the test saw of it."""
+@dataclass(kw_only=True)
+class CallPeer(Peer):
+    """A page in a call, reached through its own cuttable proxy: what harness.Peer records, and its video and
+    chat."""
 
-    name: str
-    browser: Browser
-    page: Page
     proxy: CuttableProxy
-    console: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    frames: list[str] = field(default_factory=list)
-    welcomes: list[dict[str, Any]] = field(default_factory=list)
-    matches: list[str] = field(default_factory=list)
-
-    # -- what the page shows
-
-    def state(self) -> str | None:
-        try:
-            value: str | None = self.page.get_by_test_id("status").get_attribute("data-state", timeout=2000)
-            return value
-        except PlaywrightError as error:
-            return f"(unreadable: {error.message.splitlines()[0]})"
-
-    def states(self) -> list[dict[str, Any]]:
-        try:
-            log: list[dict[str, Any]] = self.page.evaluate("window.__e2e ? window.__e2e.states : []")
-            return log
-        except PlaywrightError:
-            return []
-
-    def mark(self) -> int:
-        """A place in the state log: `wait_seen` looks only at what comes after it."""
-        return len(self.states())
-
-    def describe(self) -> str:
-        seen = " -> ".join(entry["state"] or "?" for entry in self.states()[-12:])
-        return f"{self.name}: status {self.state()!r} (last states: {seen or 'none'})"
-
-    def wait_state(self, state: str, timeout: float, why: str) -> None:
-        """Wait until the status is `state` now."""
-        try:
-            self.page.wait_for_function(
-                "(s) => document.querySelector('[data-testid=\"status\"]')?.getAttribute('data-state') === s",
-                arg=state,
-                timeout=timeout * 1000,
-                polling=100,
-            )
-        except PlaywrightError as error:
-            raise ScenarioFailed(
-                f"{why}: {self.name} did not show `{state}` within {timeout:.0f}s; {self.describe()}"
-            ) from error
-
-    def wait_seen(self, states: list[str], since: int, timeout: float, why: str) -> None:
-        """Wait until the status has shown each of `states`, in this order, after `since`."""
-        try:
-            self.page.wait_for_function(
-                """([wanted, since]) => {
-                  let i = 0;
-                  for (const entry of window.__e2e.states.slice(since)) if (entry.state === wanted[i]) i += 1;
-                  return i >= wanted.length;
-                }""",
-                arg=[states, since],
-                timeout=timeout * 1000,
-                polling=100,
-            )
-        except PlaywrightError as error:
-            seen = [entry["state"] for entry in self.states()[since:]]
-            raise ScenarioFailed(
-                f"{why}: {self.name} did not show {' then '.join(states)} within {timeout:.0f}s "
-                f"(states since: {seen}); {self.describe()}"
-            ) from error
 
     def video(self, testid: str = "remote-video") -> dict[str, Any] | None:
         value: dict[str, Any] | None = self.page.evaluate(VIDEO_JS, f'[data-testid="{testid}"]')
@@ -385,128 +321,20 @@ class Peer:
         box.fill(text)
         box.press("Enter")
 
-    def report(self) -> dict[str, Any]:
-        """Everything about this page a failure message needs."""
-        return {
-            "state": self.state(),
-            "states": [
-                f"{entry['t']}ms {entry['state']}: {entry['text'][:80]}" for entry in self.states()[-30:]
-            ],
-            "console": self.console[-40:],
-            "page_errors": self.errors,
-            "ws_messages": self.frames[-60:],
-            "session_ids": [welcome.get("session_id") for welcome in self.welcomes],
-            "match_ids": self.matches,
-        }
 
-    # -- what it sends and receives (types and ids only: no SDP, no chat text)
-
-    def on_websocket(self, socket_: WebSocket) -> None:
-        self.frames.append(f"open {socket_.url}")
-        socket_.on("framesent", lambda payload: self._frame("->", payload))
-        socket_.on("framereceived", lambda payload: self._frame("<-", payload))
-        socket_.on("close", lambda _: self.frames.append("closed"))
-
-    def _frame(self, direction: str, payload: str | bytes) -> None:
-        try:
-            message = json.loads(payload)
-        except (ValueError, TypeError):
-            self.frames.append(f"{direction} (not JSON)")
-            return
-        if not isinstance(message, dict):
-            return
-        kind = str(message.get("type"))
-        detail = ""
-        if kind == "welcome" and direction == "<-":
-            welcome = {
-                key: message.get(key) for key in ("session_id", "resumed", "match", "ice_transport_policy")
-            }
-            welcome["ice_servers"] = [
-                {key: (value if key == "urls" else "(hidden)") for key, value in server.items()}
-                for server in message.get("ice_servers") or []
-                if isinstance(server, dict)
-            ]
-            self.welcomes.append(welcome)
-            detail = f" resumed={message.get('resumed')} match={(message.get('match') or {}).get('match_id')}"
-        elif kind == "matched":
-            self.matches.append(str(message.get("match_id")))
-            detail = f" {message.get('match_id')} role={message.get('role')}"
-        elif kind == "signal":
-            payload_ = message.get("payload") or {}
-            detail = f" {payload_.get('type') or ('candidate' if 'candidate' in payload_ else '?')}"
-        elif kind in ("error", "partner_left"):
-            detail = f" {message.get('code') or message.get('reason')}"
-        elif kind == "hello":
-            detail = " resume" if message.get("resume") else ""
-        elif kind == "ping" or kind == "pong":
-            return
-        self.frames.append(f"{time.monotonic():.1f} {direction} {kind}{detail}")
-
-
-def open_peer(playwright: Playwright, name: str, proxy: CuttableProxy, stack: ExitStack) -> Peer:
+def open_peer(playwright: Playwright, name: str, proxy: CuttableProxy, stack: ExitStack) -> CallPeer:
     """A fresh headless Chromium with a fake camera, its page loaded through `proxy`, age confirmed."""
     browser = launch_chromium(playwright, stack)
-    page = new_page(browser)
-    peer = Peer(name, browser, page, proxy)
-    page.on("console", lambda message: _console(peer, message))
-    page.on("pageerror", lambda error: peer.errors.append(str(error)))
-    page.on("websocket", peer.on_websocket)
-    page.on("response", lambda response: _failed_response(peer, response.status, response.url))
-    page.set_default_timeout(STATE_S * 1000)
-    enter(page, f"http://127.0.0.1:{proxy.port}/")
+    peer = CallPeer(name, new_page(browser), proxy=proxy)
+    peer.watch(STATE_S)
+    enter(peer.page, f"http://127.0.0.1:{proxy.port}/")
     return peer
-
-
-def _failed_response(peer: Peer, status: int, url: str) -> None:
-    if status >= 400:
-        peer.console.append(f"{time.monotonic():.1f} HTTP {status}: {url}")
-
-
-def _console(peer: Peer, message: ConsoleMessage) -> None:
-    where = message.location.get("url", "")
-    peer.console.append(
-        f"{time.monotonic():.1f} {message.type}: {message.text[:500]}" + (f" ({where})" if where else "")
-    )
 
 
 # --- the scenarios ------------------------------------------------------------------------------------------
 
 
-class Run:
-    """One scenario's record: steps passed, timings, facts gathered, and where artifacts went."""
-
-    def __init__(self, scenario: str, artifacts: Path) -> None:
-        self.scenario = scenario
-        self.artifacts = artifacts
-        self.started = time.monotonic()
-        self.result: dict[str, Any] = {
-            "ok": False,
-            "scenario": scenario,
-            "artifacts": str(artifacts),
-            "steps": [],
-            "screenshots": [],
-        }
-        self.peers: list[Peer] = []
-        self.services: list[Service] = []
-
-    @contextmanager
-    def step(self, name: str) -> Iterator[None]:
-        began = time.monotonic()
-        self.result["current_step"] = name
-        yield
-        self.result["steps"].append({"step": name, "seconds": round(time.monotonic() - began, 2)})
-
-    def screenshot(self, label: str) -> None:
-        for peer in self.peers:
-            path = self.artifacts / f"{self.scenario}-{label}-{peer.name}.png"
-            try:
-                peer.page.screenshot(path=str(path), timeout=5000)
-                self.result["screenshots"].append(str(path))
-            except PlaywrightError as error:
-                self.result.setdefault("screenshot_errors", []).append(f"{path.name}: {error.message[:200]}")
-
-
-def connect_both(run: Run, a: Peer, b: Peer, why: str) -> None:
+def connect_both(run: Run, a: CallPeer, b: CallPeer, why: str) -> None:
     """Both pages reach `connected` and play each other's video."""
     a.wait_state("connected", CONNECT_S, why)
     b.wait_state("connected", CONNECT_S, why)
@@ -516,7 +344,7 @@ def connect_both(run: Run, a: Peer, b: Peer, why: str) -> None:
     }
 
 
-def chat_both_ways(a: Peer, b: Peer, why: str) -> None:
+def chat_both_ways(a: CallPeer, b: CallPeer, why: str) -> None:
     token = secrets.token_hex(3)
     a.say(f"hello from {a.name} {token}")
     b.chat_log_has(f"hello from {a.name} {token}", STATE_S, why)
@@ -524,7 +352,7 @@ def chat_both_ways(a: Peer, b: Peer, why: str) -> None:
     a.chat_log_has(f"hi {a.name}, {b.name} here {token}", STATE_S, why)
 
 
-def start_both(run: Run, a: Peer, b: Peer) -> None:
+def start_both(run: Run, a: CallPeer, b: CallPeer) -> None:
     """A woman who wants anyone and a man who wants women: they match each other, and only each other."""
     with run.step("choose filters and press Start on both pages"):
         a.page.get_by_test_id("gender").select_option("f")
@@ -537,7 +365,7 @@ def start_both(run: Run, a: Peer, b: Peer) -> None:
         connect_both(run, a, b, "first match")
 
 
-def direct_scenario(run: Run, a: Peer, b: Peer, ports: Ports) -> None:
+def direct_scenario(run: Run, a: CallPeer, b: CallPeer, ports: Ports) -> None:
     """ICE through vchat's STUN: the whole life of a match, a dropped WebSocket, Next, and Report."""
     stun_before = stun_answered(ports)
     start_both(run, a, b)
@@ -688,7 +516,7 @@ def check_report(ports: Ports, reporter: str | None, reported: str | None) -> di
     return facts
 
 
-def relay_scenario(run: Run, a: Peer, b: Peer, ports: Ports) -> None:
+def relay_scenario(run: Run, a: CallPeer, b: CallPeer, ports: Ports) -> None:
     """Relay-only ICE through coturn: the call works, and neither side uses or learns anything but relays."""
     start_both(run, a, b)
     with run.step("chat both ways"):
@@ -720,88 +548,39 @@ def relay_scenario(run: Run, a: Peer, b: Peer, ports: Ports) -> None:
         run.result["candidates"] = pairs
 
 
-SCENARIOS = {"direct": direct_scenario, "relay": relay_scenario}
+def call_scenario(
+    check: Callable[[Run, CallPeer, CallPeer, Ports], None], relay: bool
+) -> Callable[[Run], None]:
+    """A scenario: vchat (and coturn if `relay`), a proxy per browser, two Chromiums with age confirmed, then
+    `check`."""
+
+    def body(run: Run) -> None:
+        ports = Ports()
+        if relay:
+            with run.step("start coturn"):
+                start_coturn(ports, run.workdir, run.artifacts, run.keep)
+        with run.step("start twistd vchat"):
+            start_vchat(ports, run.workdir, run.artifacts, relay, run.keep)
+        proxies = [CuttableProxy(ports.ws), CuttableProxy(ports.ws)]
+        for proxy in proxies:
+            run.stack.callback(proxy.close)
+        with run.step("launch two Chromiums and confirm age"):
+            playwright = run.stack.enter_context(sync_playwright())
+            a, b = (
+                open_peer(playwright, name, proxy, run.stack)
+                for name, proxy in zip("AB", proxies, strict=True)
+            )
+            run.peers = [a, b]
+        check(run, a, b, ports)
+
+    return body
 
 
-def describe_error(error: Exception) -> str:
-    """A failed check as its message; anything else (a Playwright timeout, a bug here) with where it happened."""
-    if isinstance(error, ScenarioFailed):
-        return str(error)
-    here = [frame for frame in traceback.extract_tb(error.__traceback__) if frame.filename == __file__]
-    where = f" (at {Path(__file__).name}:{here[-1].lineno}: {here[-1].line})" if here else ""
-    message = error.message if isinstance(error, PlaywrightError) else str(error)
-    return f"{type(error).__name__}{where}: {message}"
-
-
-def run_scenario(scenario: str, artifacts: Path, scratch: Path) -> dict[str, Any]:
-    """Run `scenario`, whatever happens, with its data directory and pid files under `scratch`; what happened,
-    as JSON-ready data."""
-    artifacts.mkdir(parents=True, exist_ok=True)
-    for old in artifacts.glob(f"{scenario}-*.png"):
-        old.unlink()
-    run = Run(scenario, artifacts)
-    workdir = scratch / f"vchat-e2e-{scenario}-{secrets.token_hex(3)}"
-    workdir.mkdir(parents=True)
-    relay = scenario == "relay"
-    with ExitStack() as stack:
-        stack.callback(shutil.rmtree, workdir, ignore_errors=True)
-        try:
-            with run.step("network namespace with loopback only"):
-                isolate_loopback()
-            ports = Ports()
-
-            def keep(service: Service) -> None:
-                run.services.append(service)
-                stack.callback(service.stop)
-
-            if relay:
-                with run.step("start coturn"):
-                    start_coturn(ports, workdir, artifacts, keep)
-            with run.step("start twistd vchat"):
-                start_vchat(ports, workdir, artifacts, relay, keep)
-            proxies = [CuttableProxy(ports.ws), CuttableProxy(ports.ws)]
-            for proxy in proxies:
-                stack.callback(proxy.close)
-            with run.step("launch two Chromiums and confirm age"):
-                playwright = stack.enter_context(sync_playwright())
-                run.peers = [
-                    open_peer(playwright, name, proxy, stack)
-                    for name, proxy in zip("AB", proxies, strict=True)
-                ]
-            SCENARIOS[scenario](run, *run.peers, ports)
-            run.result["ok"] = True
-            run.result.pop("current_step", None)
-        except Exception as error:
-            run.result["failed_step"] = run.result.pop("current_step", None)
-            run.result["error"] = describe_error(error)
-            run.screenshot("failed")
-            for service in run.services:
-                run.result.setdefault("logs", {})[service.name] = service.tail(30)
-        finally:
-            run.result["pages"] = {peer.name: peer.report() for peer in run.peers}
-            for service in run.services:
-                run.result.setdefault("exit", {})[service.name] = service.process.poll()
-    run.result["seconds"] = round(time.monotonic() - run.started, 1)
-    return run.result
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--scenario", choices=sorted(SCENARIOS), required=True)
-    parser.add_argument("--artifacts", type=Path, required=True, help="directory for screenshots and logs")
-    parser.add_argument(
-        "--scratch",
-        type=Path,
-        default=Path(os.environ.get("TMPDIR", "/tmp")),
-        help="directory for data files",
-    )
-    arguments = parser.parse_args()
-    result = run_scenario(arguments.scenario, arguments.artifacts.resolve(), arguments.scratch.resolve())
-    (arguments.artifacts / "result.json").write_text(json.dumps(result, indent=1))
-    sys.stdout.write(json.dumps(result) + "\n")
-    sys.stdout.flush()
-    return 0 if result["ok"] else 1
+SCENARIOS = {
+    "direct": call_scenario(direct_scenario, relay=False),
+    "relay": call_scenario(relay_scenario, relay=True),
+}
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(__doc__, SCENARIOS))

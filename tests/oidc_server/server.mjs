@@ -1,4 +1,5 @@
-// A real OpenID Connect provider (panva's certified oidc-provider) for tests/test_accounts_oidc.py.
+// A real OpenID Connect provider (panva's certified oidc-provider) for tests/test_accounts_oidc.py and the page's
+// logins in Chromium (tests/e2e/account_scenario.py).
 //
 //   node server.mjs PORT
 //
@@ -62,5 +63,12 @@ provider.use(async (ctx, next) => {
     ctx.status = 404;
   }
 });
+
+// Why a request was refused, in the log that the tests show when a login fails.
+for (const event of ['authorization.error', 'grant.error', 'userinfo.error', 'server_error']) {
+  provider.on(event, (ctx, error) => {
+    console.log(`${event}: ${error.error ?? error.name}: ${error.error_description ?? error.message}`);
+  });
+}
 
 provider.listen(port, '127.0.0.1', () => console.log('ready'));
