@@ -1,6 +1,7 @@
-"""Moving a single-node store into Redis: every record reads back as it was, the imports lay keys out as the
-store's own calls do, a second run copies nothing, a dry run writes nothing, the SQLite file is only read,
-and `vchat-migrate-store` says what it did or what is wrong."""
+"""Moving a single-node store into Redis: every record and account reads back as it was, the imports lay keys
+out as the store's own calls do, a second run copies nothing, a dry run writes nothing, the SQLite file is only
+read, the secrets come along unless Redis made accounts with its own, an account whose identity or e-mail Redis
+links elsewhere stays out, and `vchat-migrate-store` says what it did or what is wrong."""
 
 from __future__ import annotations
 
@@ -21,7 +22,19 @@ import txredisapi
 from twisted.internet import reactor
 from twisted.internet.threads import deferToThread
 
+from vchat.accounts.cookie import issue_cookie, read_cookie
+from vchat.accounts.email import email_hash
+from vchat.accounts.flow import COOKIE_KEY, EMAIL_KEY
 from vchat.store import redis_testing
+from vchat.store.account_records import (
+    DELETED_REPORTER,
+    Account,
+    AccountSettings,
+    Login,
+    ProviderIdentity,
+    StoredAccount,
+)
+from vchat.store.account_testing import DAY, a_ban_on, a_report_by
 from vchat.store.interface import IStore, StoreError
 from vchat.store.migrate import MigrationReport, copy_store, main, migrate
 from vchat.store.records import FLAG_STATUSES, REPORT_STATUSES, Ban, BanTarget, Flag, Report
@@ -107,6 +120,43 @@ async def fill(store: IStore, now: float = NOW) -> Filled:
     assert resolved_flag is not None
     flags["resolved"] = resolved_flag
     return Filled(bans, reports, flags)
+
+
+async def fill_accounts(store: IStore, now: float = NOW) -> dict[str, StoredAccount]:
+    """Store an account of every shape a single node leaves behind by `now`, through the store's calls, with
+    its e-mail hashes made under the store's own key: linked through two providers by a verified e-mail, with
+    settings; plain; deleted, awaiting its purge; purged, its identities kept while a ban on it lasts."""
+    key = await store.secret(EMAIL_KEY)
+    await store.secret(COOKIE_KEY)
+    ann, ann_work, bob, eve = (
+        email_hash(key, f"{name}@example.org") for name in ("ann", "ann.w", "bob", "eve")
+    )
+    log_in = store.log_in
+    linked = await log_in(Login(ProviderIdentity("facebook", "1001"), ann, "f", "DE", now - 5000))
+    await log_in(Login(ProviderIdentity("vk", "77"), ann, None, "AT", now - 4000))  # linked by the e-mail
+    await log_in(Login(ProviderIdentity("facebook", "1001"), ann_work, None, None, now - 3000))
+    await store.update_settings(linked.account_id, AccountSettings("de", "en", True, "m", ("AT", "DE")))
+    plain = await log_in(Login(ProviderIdentity("oidc", "sub-9"), None, None, None, now - 4500))
+    deleted = await log_in(Login(ProviderIdentity("facebook", "2002"), bob, "m", None, now - 4200))
+    await store.add_report(a_report_by(deleted.account_id, now - 4100), None)
+    await store.delete_account(deleted.account_id, now - 100, now + 3600)
+    tombstone = await log_in(Login(ProviderIdentity("vk", "88"), eve, "f", "FR", now - 4800))
+    await store.add_ban(a_ban_on(tombstone.account_id, now - 4700, now + DAY), None)
+    await store.delete_account(tombstone.account_id, now - 4600, now - 1000)
+    await store.purge(now - 1000, RETENTION)
+    hashes = {linked.account_id: (ann, ann_work), deleted.account_id: (bob,)}  # eve's went with the purge
+    made = {"linked": linked, "plain": plain, "deleted": deleted, "tombstone": tombstone}
+    return {
+        name: await read_back(store, account.account_id, hashes.get(account.account_id, ()))
+        for name, account in made.items()
+    }
+
+
+async def read_back(store: IStore, account_id: str, hashes: tuple[str, ...]) -> StoredAccount:
+    """The account as `store` holds it now, with the e-mail hashes that link to it."""
+    account = await store.get_account(account_id)
+    assert account is not None
+    return StoredAccount(account, tuple(sorted(hashes)))
 
 
 def user(user_id: str) -> BanTarget:
@@ -312,13 +362,252 @@ async def test_a_dry_run_counts_and_writes_nothing(
     assert list(await keyspace(redis_server, 0)) == [f"{KEY_PREFIX}schema".encode()]
     real = await migrate(reactor, str(tmp_path), redis_url, NOW)
     assert replace(dry, dry_run=False) == real
-    assert dry.summary().startswith("would copy 10 bans, 4 reports, 2 flags and 4 snapshots from ")
+    assert dry.summary().startswith(
+        "would copy 10 bans, 4 reports, 2 flags, 0 accounts, 0 secrets and 4 snapshots from "
+    )
     after = await migrate(reactor, str(tmp_path), redis_url, NOW, dry_run=True)
     assert (after.bans_copied, after.bans_skipped, after.snapshots_copied) == (0, 10, 0)
 
 
+def test_a_stored_account_checks_its_e_mail_hashes() -> None:
+    hashed = "ab" * 32
+    account = Account("a-1", (ProviderIdentity("vk", "1"),), None, None, has_email=True)
+    assert StoredAccount(account, (hashed,)).email_hashes == (hashed,)
+    for hashes, problem in (
+        ((), "if, and only if"),
+        (("AB" * 32,), "64 lower-case hex digits"),
+        ((hashed, hashed), "sorted, each once"),
+        (["ab" * 32], "sorted, each once"),
+    ):
+        with pytest.raises(ValueError, match=problem):
+            StoredAccount(account, hashes)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="if, and only if"):
+        StoredAccount(replace(account, has_email=False), (hashed,))
+
+
 @pytest_twisted.ensureDeferred
-async def test_imports_refuse_what_the_store_could_not_hold(tmp_path: Path, redis_url: str) -> None:
+async def test_every_account_and_secret_reads_back_as_it_was(tmp_path: Path, redis_url: str) -> None:
+    async with opened_sqlite(tmp_path) as sqlite:
+        accounts = await fill_accounts(sqlite)
+        exported = await sqlite.export_accounts()
+        secrets = {name: await sqlite.secret(name) for name in (COOKIE_KEY, EMAIL_KEY)}
+        assert await sqlite.export_secrets() == secrets
+    oldest_first = ("linked", "tombstone", "plain", "deleted")
+    assert exported == [accounts[name] for name in oldest_first]
+    before = sqlite_contents(tmp_path)
+
+    report = await migrate(reactor, str(tmp_path), redis_url, NOW)
+
+    assert (report.accounts_copied, report.accounts_skipped, report.account_conflicts) == (4, 0, ())
+    assert (report.secrets_copied, report.secrets_replaced, report.secrets_kept) == (2, 0, 0)
+    assert (report.bans_copied, report.reports_copied, report.problems()) == (1, 1, [])
+    assert sqlite_contents(tmp_path) == before
+    async with opened_sqlite(tmp_path) as sqlite, opened_redis(redis_url) as redis:
+        for name, value in secrets.items():
+            assert await redis.secret(name) == value
+        for stored in accounts.values():
+            account_id = stored.account.account_id
+            assert await redis.get_account(account_id) == stored.account
+            assert await redis.bans_on_user(account_id) == await sqlite.bans_on_user(account_id)
+            assert await redis.reports_by(account_id, 10) == await sqlite.reports_by(account_id, 10)
+
+        # A login cookie the single node issued is good on the cluster.
+        linked = accounts["linked"].account
+        cookie = issue_cookie(secrets[COOKIE_KEY], linked.account_id, NOW, 3600.0)
+        assert read_cookie(await redis.secret(COOKIE_KEY), cookie, NOW + 1) == linked.account_id
+
+        # Logins find the accounts by identity, and by the e-mail hashed under the key that came along.
+        again = await redis.log_in(Login(ProviderIdentity("vk", "77"), None, None, None, NOW + 10))
+        assert again == replace(linked, last_login_at=NOW + 10)
+        key = await redis.secret(EMAIL_KEY)
+        new_provider = ProviderIdentity("oidc", "sub-ann")
+        by_email = await redis.log_in(
+            Login(new_provider, email_hash(key, "ann.w@example.org"), None, None, NOW)
+        )
+        assert by_email.account_id == linked.account_id
+        assert by_email.identities == tuple(sorted((*linked.identities, new_provider)))
+        for name, identity in (
+            ("deleted", ProviderIdentity("facebook", "2002")),
+            ("tombstone", ProviderIdentity("vk", "88")),
+        ):
+            login = Login(identity, None, None, None, NOW + 20)
+            assert await redis.log_in(login) == accounts[name].account  # refused by the caller
+        # The deleted account's e-mail links nothing new (and the tombstone's went with its purge).
+        for address in ("bob", "eve"):
+            login = Login(
+                ProviderIdentity("oidc", address), email_hash(key, f"{address}@example.org"), None, None, NOW
+            )
+            assert (await redis.log_in(login)).account_id not in {
+                s.account.account_id for s in accounts.values()
+            }
+
+
+@pytest_twisted.ensureDeferred
+async def test_account_imports_lay_keys_out_as_logins_do(redis_server: RedisServer, redis_url: str) -> None:
+    """Accounts made through the calls in database 0, imported into database 1: the same keys and values."""
+    async with opened_redis(redis_url) as source, opened_redis(redis_url[: -len("0")] + "1") as target:
+        accounts = await fill_accounts(source)
+        for stored in accounts.values():
+            assert await target.import_account(stored) == "copied"
+        for name in (COOKIE_KEY, EMAIL_KEY):
+            assert await target.import_secret(name, await source.secret(name)) == "copied"
+    kinds = ("account:", "accounts:", "identity:", "email:", "secret:", "schema")
+    ours = tuple(f"{KEY_PREFIX}{kind}".encode() for kind in kinds)
+    original, copy = await keyspace(redis_server, 0), await keyspace(redis_server, 1)
+    assert {key: value for key, value in original.items() if key.startswith(ours)} == copy
+    assert {key.split(b":")[2] for key in copy} == {b"schema", *(kind[:-1].encode() for kind in kinds[:-1])}
+
+
+@pytest_twisted.ensureDeferred
+async def test_accounts_are_copied_once_and_not_by_a_dry_run(
+    tmp_path: Path, redis_server: RedisServer, redis_url: str
+) -> None:
+    async with opened_sqlite(tmp_path) as sqlite:
+        accounts = await fill_accounts(sqlite)
+    dry = await migrate(reactor, str(tmp_path), redis_url, NOW, dry_run=True)
+    assert list(await keyspace(redis_server, 0)) == [f"{KEY_PREFIX}schema".encode()]
+    assert (dry.accounts_copied, dry.secrets_copied) == (4, 2)
+    assert dry.summary().startswith("would copy 1 ban, 1 report, 0 flags, 4 accounts, 2 secrets and ")
+    assert replace(dry, dry_run=False) == await migrate(reactor, str(tmp_path), redis_url, NOW)
+    linked = accounts["linked"].account
+    async with opened_redis(redis_url) as redis:  # a cluster node changes it meanwhile
+        changed = await redis.update_settings(linked.account_id, AccountSettings(lang="fr"))
+
+    again = await migrate(reactor, str(tmp_path), redis_url, NOW + 1)
+
+    assert (again.accounts_copied, again.accounts_skipped, again.account_conflicts) == (0, 4, ())
+    assert (again.secrets_copied, again.secrets_kept, again.problems()) == (0, 2, [])
+    assert "left as they were: 1 ban, 1 report, 0 flags, 4 accounts, 2 secrets" in again.summary()
+    async with opened_redis(redis_url) as redis:
+        assert await redis.get_account(linked.account_id) == changed
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_secret_redis_made_before_any_account_is_replaced(tmp_path: Path, redis_url: str) -> None:
+    async with opened_sqlite(tmp_path) as sqlite:
+        accounts = await fill_accounts(sqlite)
+        ours = await sqlite.secret(EMAIL_KEY)
+    async with opened_redis(redis_url) as redis:
+        theirs = await redis.secret(EMAIL_KEY)  # a node started a login that came to nothing
+    assert theirs != ours
+
+    dry = await migrate(reactor, str(tmp_path), redis_url, NOW, dry_run=True)
+    report = await migrate(reactor, str(tmp_path), redis_url, NOW)
+
+    assert replace(dry, dry_run=False) == report
+    assert (report.secrets_copied, report.secrets_replaced, report.secrets_differing) == (1, 1, 0)
+    assert (report.accounts_copied, report.problems()) == (4, [])
+    assert report.summary().startswith("copied 1 ban, 1 report, 0 flags, 4 accounts, 2 secrets and ")
+    assert report.summary().endswith("; of the secrets, 1 replaced Redis's own, which no account used")
+    assert "1 would replace Redis's own" in dry.summary()
+    async with opened_redis(redis_url) as redis:
+        assert await redis.secret(EMAIL_KEY) == ours
+        login = Login(ProviderIdentity("oidc", "x"), email_hash(ours, "ann@example.org"), None, None, NOW)
+        assert (await redis.log_in(login)).account_id == accounts["linked"].account.account_id
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_secret_redis_made_accounts_with_keeps_the_accounts_out(
+    tmp_path: Path, redis_server: RedisServer, redis_url: str
+) -> None:
+    now = reactor.seconds()  # the command migrates at the time it runs
+    await filled_sqlite(tmp_path, now)
+    async with opened_sqlite(tmp_path) as sqlite:
+        accounts = await fill_accounts(sqlite, now)
+        ours = [await sqlite.secret(name) for name in (COOKIE_KEY, EMAIL_KEY)]
+    async with opened_redis(redis_url) as redis:  # the cluster made an account with its own e-mail key
+        theirs = await redis.secret(EMAIL_KEY)
+        login = Login(ProviderIdentity("oidc", "zoe"), email_hash(theirs, "zoe@example.org"), None, None, now)
+        cluster = await redis.log_in(login)
+
+    done = await deferToThread(command, "--data-dir", str(tmp_path), "--redis", redis_url)
+
+    assert done.returncode == 1
+    assert done.stdout.startswith(
+        "vchat-migrate-store: copied 11 bans, 5 reports, 2 flags, 0 accounts, 1 secret and 4 snapshots from "
+    )
+    assert done.stderr == (
+        "vchat-migrate-store: error: no account was copied (4 accounts in the store): Redis holds 1 secret "
+        "other than the store's (the keys of the login cookies and e-mail hashes) and accounts made with "
+        "them, so the store's accounts would not link there. They can move only into a Redis with no vchat "
+        "accounts yet; bans, reports and flags are copied all the same\n"
+    )
+    for value in (*ours, theirs):
+        assert value.hex() not in done.stdout + done.stderr
+    async with opened_redis(redis_url) as redis:
+        assert await redis.secret(EMAIL_KEY) == theirs
+        assert await redis.secret(COOKIE_KEY) == ours[0]
+        assert await redis.log_in(replace(login, at=now + 1)) == replace(cluster, last_login_at=now + 1)
+        for stored in accounts.values():
+            assert await redis.get_account(stored.account.account_id) is None
+        assert len(await redis.list_bans(None, now, 100)) == 11
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_identity_or_e_mail_redis_links_to_another_account_keeps_that_account_out(
+    tmp_path: Path, redis_url: str
+) -> None:
+    async with opened_sqlite(tmp_path) as sqlite:
+        accounts = await fill_accounts(sqlite)
+        key = await sqlite.secret(EMAIL_KEY)
+    linked, deleted = accounts["linked"].account, accounts["deleted"].account
+    async with opened_redis(redis_url) as redis:  # the cluster logged them in already, as other accounts
+        facebook = await redis.log_in(Login(ProviderIdentity("facebook", "1001"), None, None, None, NOW))
+        by_email = Login(ProviderIdentity("oidc", "bob"), email_hash(key, "bob@example.org"), None, None, NOW)
+        bob = await redis.log_in(by_email)
+
+    dry = await migrate(reactor, str(tmp_path), redis_url, NOW, dry_run=True)
+    report = await migrate(reactor, str(tmp_path), redis_url, NOW)
+
+    assert replace(dry, dry_run=False) == report
+    assert report.account_conflicts == (linked.account_id, deleted.account_id)
+    assert (report.accounts_copied, report.secrets_copied) == (2, 2)
+    assert report.problems() == [
+        "2 accounts not copied, because Redis links an identity or e-mail hash of each to another account: "
+        f"{linked.account_id}, {deleted.account_id}. Nothing of them is written to Redis"
+    ]
+    assert dry.problems()[0].startswith("2 accounts would not be copied, because ")
+    again = await migrate(reactor, str(tmp_path), redis_url, NOW)
+    assert (again.account_conflicts, again.accounts_skipped) == (report.account_conflicts, 2)
+    async with opened_redis(redis_url) as redis:
+        for conflicting in (linked, deleted):
+            assert await redis.get_account(conflicting.account_id) is None
+        assert await redis.log_in(Login(ProviderIdentity("facebook", "1001"), None, None, None, NOW + 1)) == (
+            replace(facebook, last_login_at=NOW + 1)
+        )
+        assert (await redis.log_in(replace(by_email, at=NOW + 1))).account_id == bob.account_id
+        # Nothing of the linked account was written: its other identity is free.
+        other = await redis.log_in(Login(ProviderIdentity("vk", "77"), None, None, None, NOW + 1))
+        assert other.account_id not in (linked.account_id, facebook.account_id)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_migrated_deletion_is_purged_at_its_time(tmp_path: Path, redis_url: str) -> None:
+    async with opened_sqlite(tmp_path) as sqlite:
+        accounts = await fill_accounts(sqlite)
+    await migrate(reactor, str(tmp_path), redis_url, NOW)
+    deleted, tombstone = accounts["deleted"].account, accounts["tombstone"].account
+    assert deleted.purge_at == NOW + 3600
+    async with opened_sqlite(tmp_path) as sqlite, opened_redis(redis_url) as redis:
+        [report] = await redis.reports_by(deleted.account_id, 10)
+        assert await redis.purge(NOW, RETENTION) == await sqlite.purge(NOW, RETENTION) == deleted.purge_at
+        assert await redis.get_account(deleted.account_id) == deleted
+        assert await redis.purge(deleted.purge_at, RETENTION) == NOW + DAY  # the tombstone's ban ends
+        assert await redis.get_account(deleted.account_id) is None
+        purged = await redis.get_report(report.id)
+        assert purged is not None and purged.reporter_user_id == DELETED_REPORTER
+        assert await redis.get_account(tombstone.account_id) == tombstone
+        assert await redis.purge(NOW + DAY, RETENTION) is None
+        assert await redis.get_account(tombstone.account_id) is None
+        for identity in (ProviderIdentity("facebook", "2002"), ProviderIdentity("vk", "88")):
+            fresh = await redis.log_in(Login(identity, None, None, None, NOW + DAY + 1))
+            assert fresh.account_id not in (deleted.account_id, tombstone.account_id) and not fresh.deleted
+
+
+@pytest_twisted.ensureDeferred
+async def test_imports_refuse_what_the_store_could_not_hold(
+    tmp_path: Path, redis_server: RedisServer, redis_url: str
+) -> None:
     filled = await filled_sqlite(tmp_path)
     async with opened_redis(redis_url) as redis:
         with pytest.raises(ValueError, match="keeps no snapshot"):
@@ -333,7 +622,15 @@ async def test_imports_refuse_what_the_store_could_not_hold(tmp_path: Path, redi
             await redis.import_report(a_report(), None)  # type: ignore[arg-type]
         with pytest.raises(TypeError, match="expected a Flag"):
             await redis.import_flag(a_flag())  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="expected a StoredAccount"):
+            await redis.import_account(Account("a-1", (), None, None))  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="has a colon"):
+            await redis.import_account(StoredAccount(Account("a:1", (), None, None)))
+        with pytest.raises(ValueError, match="is not 32 bytes"):
+            await redis.import_secret(EMAIL_KEY, b"short")
         assert await redis.list_bans(None, NOW, 10) == []
+        assert await redis.get_account("a-1") is None
+    assert list(await keyspace(redis_server, 0)) == [f"{KEY_PREFIX}schema".encode()]
 
 
 @pytest_twisted.ensureDeferred
@@ -373,9 +670,12 @@ async def test_the_command(tmp_path: Path, redis_server: RedisServer, redis_url:
     data_dir = str(tmp_path)
     place = f"from {tmp_path / DATABASE_NAME} into Redis at redis://127.0.0.1:{redis_server.port}/0"
     for extra, said in (
-        (["--dry-run"], f"would copy 10 bans, 4 reports, 2 flags and 4 snapshots {place}"),
-        ([], f"copied 10 bans, 4 reports, 2 flags and 4 snapshots {place}"),
-        ([], f"copied 0 bans, 0 reports, 0 flags and 0 snapshots {place}"),
+        (
+            ["--dry-run"],
+            f"would copy 10 bans, 4 reports, 2 flags, 0 accounts, 0 secrets and 4 snapshots {place}",
+        ),
+        ([], f"copied 10 bans, 4 reports, 2 flags, 0 accounts, 0 secrets and 4 snapshots {place}"),
+        ([], f"copied 0 bans, 0 reports, 0 flags, 0 accounts, 0 secrets and 0 snapshots {place}"),
     ):
         done = await deferToThread(command, "--data-dir", data_dir, "--redis", redis_url, *extra)
         assert (done.returncode, done.stderr) == (0, "")

@@ -101,10 +101,8 @@ class Login:
     def __post_init__(self) -> None:
         if not isinstance(self.identity, ProviderIdentity):
             raise ValueError("a login names a ProviderIdentity")
-        if self.email_hash is not None and (
-            not isinstance(self.email_hash, str) or not _EMAIL_HASH.fullmatch(self.email_hash)
-        ):
-            raise ValueError("an e-mail hash is 64 lower-case hex digits (HMAC-SHA256)")
+        if self.email_hash is not None:
+            _check_email_hash(self.email_hash)
         _check_profile(self.gender, self.country)
         _check_time("a login's time", self.at)
 
@@ -142,6 +140,31 @@ class Account:
     def deleted(self) -> bool:
         """Whether the user asked for its deletion: it can no longer be used."""
         return self.deleted_at is not None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAccount:
+    """An account with the e-mail hashes that link to it, which `Account` only counts: what a migration moves
+    from one store to another (`vchat.store.migrate`)."""
+
+    account: Account
+    email_hashes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.account, Account):
+            raise ValueError("a stored account holds an Account")
+        hashes = self.email_hashes
+        if not isinstance(hashes, tuple) or list(hashes) != sorted(set(hashes)):
+            raise ValueError("an account's e-mail hashes are sorted, each once")
+        for hashed in hashes:
+            _check_email_hash(hashed)
+        if self.account.has_email != bool(hashes):
+            raise ValueError("an account has an e-mail if, and only if, an e-mail hash links to it")
+
+
+def _check_email_hash(value: object) -> None:
+    if not isinstance(value, str) or not _EMAIL_HASH.fullmatch(value):
+        raise ValueError("an e-mail hash is 64 lower-case hex digits (HMAC-SHA256)")
 
 
 def _check_profile(gender: object, country: object) -> None:

@@ -4,6 +4,10 @@ Every record is copied as it is, with its id, times and status, and so is every 
 expires at the ban's end, reckoned from the time of the copy, and one already due is not copied. A record
 whose id Redis holds already is left as it is, so that a second run copies nothing and an interrupted run
 can simply be run again. The records in the SQLite file are only read.
+
+The store's secrets come first, then its accounts: an account is linked by e-mail hashes made with one secret
+and named by login cookies signed with another, so the accounts are copied only if Redis ends up with the
+store's secrets. An account whose identity or e-mail hash Redis links to another account is not copied.
 """
 
 from __future__ import annotations
@@ -53,26 +57,73 @@ class MigrationReport:
     flags_copied: int = 0
     flags_skipped: int = 0
     snapshots_copied: int = 0
+    accounts_copied: int = 0
+    accounts_skipped: int = 0
+    account_conflicts: tuple[str, ...] = ()  # the ids of those whose identity or e-mail Redis links elsewhere
+    accounts_refused: int = 0  # not copied, since Redis holds other secrets (`secrets_differing`)
+    secrets_copied: int = 0  # Redis held none
+    secrets_replaced: int = 0  # Redis held another, and no account
+    secrets_kept: int = 0  # Redis held the same
+    secrets_differing: int = 0  # Redis held another, and accounts: left as it was
     source: str = ""  # the SQLite file
     target: str = ""  # Redis's URL, without its password
 
     def summary(self) -> str:
         """One line for a person: what was (or, for a dry run, would be) copied, and what was there."""
         places = f" from {self.source} into Redis at {self.target}" if self.source and self.target else ""
-        copied = _counted(self.bans_copied, self.reports_copied, self.flags_copied)
-        skipped = _counted(self.bans_skipped, self.reports_skipped, self.flags_skipped)
-        snapshots = f"{self.snapshots_copied} snapshot{'' if self.snapshots_copied == 1 else 's'}"
-        return (
+        copied = _counted(
+            self.bans_copied,
+            self.reports_copied,
+            self.flags_copied,
+            self.accounts_copied,
+            self.secrets_copied + self.secrets_replaced,
+        )
+        skipped = _counted(
+            self.bans_skipped,
+            self.reports_skipped,
+            self.flags_skipped,
+            self.accounts_skipped,
+            self.secrets_kept,
+        )
+        snapshots = _plural(self.snapshots_copied, "snapshot")
+        line = (
             f"{'would copy' if self.dry_run else 'copied'} {copied} and {snapshots}{places}; "
             f"already in Redis, left as they were: {skipped}"
         )
+        if self.secrets_replaced:
+            replaced = "would replace" if self.dry_run else "replaced"
+            line += f"; of the secrets, {self.secrets_replaced} {replaced} Redis's own, which no account used"
+        return line
+
+    def problems(self) -> list[str]:
+        """What was (or would be) left out, one line each for a person: nothing if all could be copied."""
+        found = []
+        if self.secrets_differing:
+            found.append(
+                f"no account {'would be' if self.dry_run else 'was'} copied "
+                f"({_plural(self.accounts_refused, 'account')} in the store): Redis holds "
+                f"{_plural(self.secrets_differing, 'secret')} other than the store's (the keys of the login "
+                "cookies and e-mail hashes) and accounts made with them, so the store's accounts would not "
+                "link there. They can move only into a Redis with no vchat accounts yet; bans, reports and "
+                "flags are copied all the same"
+            )
+        if self.account_conflicts:
+            found.append(
+                f"{_plural(len(self.account_conflicts), 'account')} "
+                f"{'would not be' if self.dry_run else 'not'} copied, because Redis links an identity or "
+                f"e-mail hash of each to another account: {', '.join(self.account_conflicts)}. Nothing of "
+                "them is written to Redis"
+            )
+        return found
 
 
-def _counted(bans: int, reports: int, flags: int) -> str:
-    return ", ".join(
-        f"{count} {kind}{'' if count == 1 else 's'}"
-        for count, kind in ((bans, "ban"), (reports, "report"), (flags, "flag"))
-    )
+def _plural(count: int, kind: str) -> str:
+    return f"{count} {kind}{'' if count == 1 else 's'}"
+
+
+def _counted(bans: int, reports: int, flags: int, accounts: int, secrets: int) -> str:
+    counts = {"ban": bans, "report": reports, "flag": flags, "account": accounts, "secret": secrets}
+    return ", ".join(_plural(count, kind) for kind, count in counts.items())
 
 
 async def copy_store(
@@ -118,6 +169,32 @@ async def copy_store(
     )
 
 
+async def copy_accounts(source: SQLiteStore, target: RedisStore, report: MigrationReport) -> MigrationReport:
+    """`report` (of `copy_store`) with the secrets and the accounts of `source` copied into `target` too (for
+    a dry run, counted): the secrets first, and no account if `target` keeps another secret."""
+    dry_run = report.dry_run
+    exported = sorted((await source.export_secrets()).items())
+    secrets = Counter([await target.import_secret(name, value, dry_run) for name, value in exported])
+    report = replace(
+        report,
+        secrets_copied=secrets["copied"],
+        secrets_replaced=secrets["replaced"],
+        secrets_kept=secrets["kept"],
+        secrets_differing=secrets["differs"],
+    )
+    accounts = await source.export_accounts()
+    if secrets["differs"]:
+        return replace(report, accounts_refused=len(accounts))
+    done = {stored.account.account_id: await target.import_account(stored, dry_run) for stored in accounts}
+    counts = Counter(done.values())
+    return replace(
+        report,
+        accounts_copied=counts["copied"],
+        accounts_skipped=counts["skipped"],
+        account_conflicts=tuple(account_id for account_id, did in done.items() if did == "conflict"),
+    )
+
+
 def _check_data_dir(directory: Path) -> None:
     """StoreError unless `directory` holds a store: opening one where there is none would create it."""
     again = "give the --data-dir of the vchat whose store to move"
@@ -132,14 +209,14 @@ def _check_data_dir(directory: Path) -> None:
 async def migrate(
     reactor: IMigrationReactor, data_dir: str, redis_url: str, now: float, dry_run: bool = False
 ) -> MigrationReport:
-    """Copy the store in `data_dir` into the Redis at `redis_url` (see `copy_store`); fails with StoreError,
-    whose message says what to do, if either cannot be used."""
+    """Copy the store in `data_dir` into the Redis at `redis_url` (see `copy_store` and `copy_accounts`);
+    fails with StoreError, whose message says what to do, if either cannot be used."""
     _check_data_dir(Path(data_dir))
     target = await RedisStore.open(reactor, redis_url)
     try:
         source = await SQLiteStore.open(reactor, data_dir)
         try:
-            report = await copy_store(source, target, now, dry_run)
+            report = await copy_accounts(source, target, await copy_store(source, target, now, dry_run))
             return replace(report, source=str(source.path), target=str(target.address))
         finally:
             await source.close()
@@ -152,9 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROGRAM,
         description=(
-            "Copy a single-node vchat store (bans, reports, flags, and the snapshots still kept) from its "
-            "SQLite file into Redis, for vchat nodes run with --redis. Stop vchat first. Records already in "
-            "Redis are left as they are: running it again copies nothing. The SQLite file is only read."
+            "Copy a single-node vchat store (bans, reports, flags, the snapshots still kept, accounts and "
+            "the store's secrets) from its SQLite file into Redis, for vchat nodes run with --redis. Stop "
+            "vchat first. Records already in Redis are left as they are: running it again copies nothing. "
+            "The SQLite file is only read."
         ),
     )
     add = parser.add_argument
@@ -170,14 +248,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run(reactor: IMigrationReactor, args: argparse.Namespace, out: TextIO, err: TextIO) -> None:
-    """Migrate as `args` say, writing the summary line to `out`; a StoreError's message goes to `err`, and
-    the exit status is 1."""
+    """Migrate as `args` say, writing the summary line to `out`; a StoreError's message, or what was left out
+    (`MigrationReport.problems`), goes to `err`, and the exit status is 1."""
     try:
         report = await migrate(reactor, args.data_dir, args.redis, reactor.seconds(), args.dry_run)
     except StoreError as e:
         err.write(f"{PROGRAM}: error: {e}\n")
         raise SystemExit(1) from None
     out.write(f"{PROGRAM}: {report.summary()}\n")
+    problems = report.problems()
+    for problem in problems:
+        err.write(f"{PROGRAM}: error: {problem}\n")
+    if problems:
+        raise SystemExit(1)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

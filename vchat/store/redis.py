@@ -62,7 +62,7 @@ import secrets
 from collections.abc import Callable, Coroutine
 from dataclasses import fields
 from functools import update_wrapper
-from typing import Any, Concatenate, ParamSpec, TypeVar, cast
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, cast
 
 import txredisapi  # installs the default reactor if none is: import this module after choosing one
 from twisted.internet.defer import Deferred, fail
@@ -85,6 +85,7 @@ from vchat.store.account_records import (
     AccountSettings,
     Login,
     ProviderIdentity,
+    StoredAccount,
 )
 from vchat.store.interface import AlreadyResolved, IStore, StoreError
 from vchat.store.records import (
@@ -111,6 +112,11 @@ LAYOUT_VERSION = 1
 """The version of the key layout, kept in `schema`: a vchat refuses data laid out by a newer one. Accounts
 added keys only: the reports made before them have no `reports:reporter:` index, but they name sessions,
 never an account, so an account's data export and purge miss none of its reports."""
+
+AccountImport = Literal["copied", "skipped", "conflict"]
+"""What `RedisStore.import_account` did (or, for a dry run, would do) with an account."""
+SecretImport = Literal["copied", "kept", "replaced", "differs"]
+"""What `RedisStore.import_secret` did (or, for a dry run, would do) with a secret."""
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -526,9 +532,70 @@ redis.call('ZADD', P .. 'flags:' .. ARGV[4], ARGV[3], ARGV[1])
 return 1
 """
 
+# ARGV: '1' to write ('' for a dry run), id, created_at, last_login_at, gender, country, settings,
+# deleted_at, purge_at ('': none), the number of identities, the identities ("<provider>:<subject>"), the
+# e-mail hashes. Lays the account out as `_LOG_IN`, `_UPDATE_SETTINGS` and `_DELETE_ACCOUNT` do. Gives
+# 'skipped' if the id is stored already, 'conflict' if Redis links one of its identities or e-mail hashes
+# to another account (which is not overwritten), else 'copied'; nothing is written unless 'copied'.
+_IMPORT_ACCOUNT = """
+local id = ARGV[2]
+local key = P .. 'account:' .. id
+if redis.call('EXISTS', key) == 1 then return 'skipped' end
+local count = tonumber(ARGV[10])
+local links = {}
+for i = 11, #ARGV do
+  links[#links + 1] = {i <= 10 + count and 'identity:' or 'email:', ARGV[i]}
+end
+for _, link in ipairs(links) do
+  local owner = redis.call('GET', P .. link[1] .. link[2])
+  if owner and owner ~= id then return 'conflict' end
+end
+if ARGV[1] ~= '1' then return 'copied' end
+redis.call('HSET', key, 'created_at', ARGV[3], 'last_login_at', ARGV[4])
+for i, name in ipairs({'gender', 'country', 'settings', 'deleted_at', 'purge_at'}) do
+  if ARGV[4 + i] ~= '' then redis.call('HSET', key, name, ARGV[4 + i]) end
+end
+for _, link in ipairs(links) do
+  redis.call('SET', P .. link[1] .. link[2], id)
+  redis.call('SADD', key .. (link[1] == 'identity:' and ':identities' or ':emails'), link[2])
+end
+if ARGV[9] ~= '' then redis.call('ZADD', P .. 'accounts:purge', ARGV[9], id) end
+return 'copied'
+"""
+
+# ARGV: '1' to write ('' for a dry run), name, value. Gives 'kept' if Redis holds this value already,
+# 'copied' if it holds none, 'replaced' if it held another but no account, 'differs' (leaving it) if it holds
+# another and accounts. Replacing is safe only without accounts: what is made with a secret and outlives a
+# login is an account's (its e-mail hashes, which link the next logins; the login cookies, which name it),
+# so with no account nothing depends on Redis's secret but the logins under way, which start again.
+_IMPORT_SECRET = """
+local key, value = P .. 'secret:' .. ARGV[2], ARGV[3]
+local held = redis.call('GET', key)
+if held == value then return 'kept' end
+if held then
+  local cursor = '0'
+  repeat
+    local page = redis.call('SCAN', cursor, 'MATCH', P .. 'account:*', 'COUNT', 1000)
+    if #page[2] > 0 then return 'differs' end
+    cursor = page[1]
+  until cursor == '0'
+end
+if ARGV[1] == '1' then redis.call('SET', key, value) end
+return held and 'replaced' or 'copied'
+"""
+
 
 def _number(value: float) -> str:
     return repr(float(value))
+
+
+def _optional_number(value: float | None) -> str:
+    return "" if value is None else _number(value)
+
+
+def _identity(identity: ProviderIdentity) -> str:
+    """How the scripts name a provider identity: `<provider>:<subject>`."""
+    return f"{identity.provider}:{identity.subject}"
 
 
 def _json(value: object) -> str:
@@ -861,11 +928,10 @@ class RedisStore:
     async def log_in(self, login: Login) -> Account:
         if not isinstance(login, Login):
             raise TypeError("expected a Login")
-        identity = f"{login.identity.provider}:{login.identity.subject}"
         reply = await self._run(
             _ACCOUNTS + _LOG_IN,
             new_id(),
-            identity,
+            _identity(login.identity),
             login.email_hash or "",
             login.gender or "",
             login.country or "",
@@ -943,7 +1009,7 @@ class RedisStore:
             raise ValueError(f"ban {ban.id} is over at {now!r}, so it keeps no snapshot")
         new = NewBan(**{f.name: getattr(ban, f.name) for f in fields(NewBan)})
         arguments: list[str | bytes] = [*_ban_arguments(ban.id, new, ban.report_id, now)]
-        arguments.append("" if ban.ended_at is None else _number(ban.ended_at))
+        arguments.append(_optional_number(ban.ended_at))
         arguments += ["", b""] if snapshot is None else [snapshot.content_type, snapshot.data]
         return bool(await self._run(_IMPORT_BAN, *arguments))
 
@@ -963,7 +1029,7 @@ class RedisStore:
             record,
             _number(report.created_at),
             report.status,
-            "" if report.resolved_at is None else _number(report.resolved_at),
+            _optional_number(report.resolved_at),
             report.ban_id or "",
             report.reporter_user_id,
         ]
@@ -978,11 +1044,58 @@ class RedisStore:
         if not flag.id:
             raise ValueError("a flag to import needs its id")
         record = _json({f.name: getattr(flag, f.name) for f in fields(NewFlag)})
-        resolved_at = "" if flag.resolved_at is None else _number(flag.resolved_at)
         reply = await self._run(
-            _IMPORT_FLAG, flag.id, record, _number(flag.created_at), flag.status, resolved_at
+            _IMPORT_FLAG,
+            flag.id,
+            record,
+            _number(flag.created_at),
+            flag.status,
+            _optional_number(flag.resolved_at),
         )
         return bool(reply)
+
+    @_deferred
+    async def import_account(self, stored: StoredAccount, dry_run: bool = False) -> AccountImport:
+        """Store an account as it is (id, times, deletion), its identities and e-mail hashes linking to it
+        as logins would have linked them: "copied"; "skipped" if an account with its id is stored already,
+        "conflict" if Redis links one of its identities or e-mail hashes to another account, both changing
+        nothing. With `dry_run`, say which, and write nothing."""
+        if not isinstance(stored, StoredAccount):
+            raise TypeError("expected a StoredAccount")
+        account = stored.account
+        if not _account_key(account.account_id):
+            raise ValueError(f"{account.account_id!r} cannot be an account id of this store: it has a colon")
+        # The default settings are no field, as before any `update_settings`: they read back the same.
+        settings = "" if account.settings == AccountSettings() else _settings_json(account.settings)
+        identities = [_identity(identity) for identity in account.identities]
+        reply = await self._run(
+            _IMPORT_ACCOUNT,
+            "" if dry_run else "1",
+            account.account_id,
+            _number(account.created_at),
+            _number(account.last_login_at),
+            account.gender or "",
+            account.country or "",
+            settings,
+            _optional_number(account.deleted_at),
+            _optional_number(account.purge_at),
+            len(identities),
+            *identities,
+            *stored.email_hashes,
+        )
+        return cast(AccountImport, reply.decode())
+
+    @_deferred
+    async def import_secret(self, name: str, value: bytes, dry_run: bool = False) -> SecretImport:
+        """Store secret `name` with `value` if Redis holds none ("copied") or holds another but no account
+        ("replaced"); "kept" if it holds this one, "differs", changing nothing, if another and accounts.
+        With `dry_run`, say which, and write nothing."""
+        if not isinstance(name, str) or not name:
+            raise ValueError("a secret's name is a string, not empty")
+        if not isinstance(value, bytes) or len(value) != 32:
+            raise ValueError(f"secret {name!r} is not 32 bytes")
+        reply = await self._run(_IMPORT_SECRET, "" if dry_run else "1", name, value)
+        return cast(SecretImport, reply.decode())
 
 
 def _open_error(address: RedisAddress, error: Exception, timeout: float) -> StoreError:

@@ -35,6 +35,7 @@ from vchat.store.account_records import (
     AccountSettings,
     Login,
     ProviderIdentity,
+    StoredAccount,
 )
 from vchat.store.interface import AlreadyResolved, IStore, StoreError
 from vchat.store.records import (
@@ -734,6 +735,25 @@ class Database:
             ).fetchone()
         return None if next_due is None else float(next_due)
 
+    # Not part of IStore: what a migration (`vchat.store.migrate`) reads, never the server.
+
+    def export_accounts(self) -> list[StoredAccount]:
+        """Every account, oldest first, with the e-mail hashes that link to it."""
+        ids = [row[0] for row in self._db.execute(f"SELECT id FROM accounts {_OLDEST_FIRST}")]
+        exported = []
+        for account_id in ids:
+            account = self._account(account_id)
+            assert account is not None
+            hashes = self._db.execute(
+                "SELECT hash FROM account_emails WHERE account_id = ? ORDER BY hash", (account_id,)
+            )
+            exported.append(StoredAccount(account, tuple(hashed for (hashed,) in hashes)))
+        return exported
+
+    def export_secrets(self) -> dict[str, bytes]:
+        """Every secret made so far, by name: `secret` would make the missing ones, and write."""
+        return {name: bytes(value) for name, value in self._db.execute("SELECT name, value FROM secrets")}
+
 
 def _prepare(db: sqlite3.Connection, path: Path) -> None:
     """Configure the connection, check the file, and migrate the schema: all at open."""
@@ -907,3 +927,13 @@ class SQLiteStore:
     def _stop_pool(self, result: object) -> object:
         self._pool.stop()  # the worker is idle: its queue ended with the close
         return result
+
+    # Not part of IStore: what a migration (`vchat.store.migrate`) reads, never the server.
+
+    def export_accounts(self) -> Deferred[list[StoredAccount]]:
+        """Every account, oldest first, with the e-mail hashes that link to it: for a migration."""
+        return self._call(self._database.export_accounts)
+
+    def export_secrets(self) -> Deferred[dict[str, bytes]]:
+        """Every secret made so far, by name, making none: for a migration."""
+        return self._call(self._database.export_secrets)
