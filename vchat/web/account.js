@@ -234,13 +234,15 @@ export class AccountPanel {
     } catch {
       answer = null;
     }
-    if (answer?.status !== 200 || typeof answer.body?.settings !== "object" || answer.body.settings === null) {
+    const settings = answer?.status === 200 ? answer.body?.settings : null;
+    if (typeof settings !== "object" || settings === null || !Array.isArray(settings.countries)) {
       showStatus(ui.settingsStatus, "error", refusal(answer));
       return;
     }
-    this.status.account.settings = answer.body.settings;
-    ui.countries.value = answer.body.settings.countries.join(", ");
-    this.onSettings(answer.body.settings);
+    if (this.status.account === null) return; // deleted or logged out meanwhile
+    this.status.account.settings = settings;
+    ui.countries.value = settings.countries.join(", ");
+    this.onSettings(settings);
     showStatus(ui.settingsStatus, "saved", t("settings.saved"));
   }
 
