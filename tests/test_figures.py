@@ -136,7 +136,7 @@ def test_the_shape_of_a_fresh_servers_figures() -> None:
     assert stats["moderation_actions_total"] == {"flag": 0, "ban": 0}
     assert stats["matches_total"] == stats["reports_total"] == stats["bans_active"] == 0
     assert len(stats["queue_lengths"]) == 9 and all(q["waiting"] == 0 for q in stats["queue_lengths"])
-    assert stats["stun"] == {"running": False, "answered_total": 0, "dropped_total": 0}
+    assert stats["stun"] == {"enabled": False, "running": False, "answered_total": 0, "dropped_total": 0}
     assert stats["webhook"] == {"enabled": False, "queued": 0, "dropped_total": 0}
     assert stats["cluster"]["enabled"] is False
     process = stats["process"]
@@ -245,13 +245,23 @@ async def test_stun_requests_answered_and_dropped_over_udp() -> None:
     client = UdpClient("127.0.0.1")
     try:
         [server] = listening.udp
-        assert rig.stats()["stun"] == {"running": True, "answered_total": 0, "dropped_total": 0}
+        assert rig.stats()["stun"] == {
+            "enabled": True,
+            "running": True,
+            "answered_total": 0,
+            "dropped_total": 0,
+        }
         # Garbage (not STUN: no reply) and two requests use up the burst; three more are over the limit.
         garbage = b"\x17" * 20
         replies = await deferToThread(client.exchange, server, garbage, request(), request(), replies=2)
         assert len(replies) == 2
         await until(lambda: rig.stats()["stun"]["dropped_total"] == 1)
-        assert rig.stats()["stun"] == {"running": True, "answered_total": 2, "dropped_total": 1}
+        assert rig.stats()["stun"] == {
+            "enabled": True,
+            "running": True,
+            "answered_total": 2,
+            "dropped_total": 1,
+        }
         await deferToThread(client.exchange, server, request(), request(), request(), replies=0)
         await until(lambda: rig.stats()["stun"]["dropped_total"] == 4)
         assert rig.stats()["stun"]["answered_total"] == 2
@@ -259,7 +269,7 @@ async def test_stun_requests_answered_and_dropped_over_udp() -> None:
         client.close()
         await service.stopService()
     # Stopped, the service keeps its counts.
-    assert rig.stats()["stun"] == {"running": False, "answered_total": 2, "dropped_total": 4}
+    assert rig.stats()["stun"] == {"enabled": True, "running": False, "answered_total": 2, "dropped_total": 4}
 
 
 @pytest_twisted.ensureDeferred
@@ -280,7 +290,12 @@ async def test_stun_requests_answered_and_dropped_over_tcp() -> None:
     try:
         assert (await deferToThread(exchange))[:2] == b"\x01\x01"
         await until(lambda: rig.stats()["stun"]["answered_total"] == 1)
-        assert rig.stats()["stun"] == {"running": True, "answered_total": 1, "dropped_total": 1}
+        assert rig.stats()["stun"] == {
+            "enabled": True,
+            "running": True,
+            "answered_total": 1,
+            "dropped_total": 1,
+        }
     finally:
         await service.stopService()
 

@@ -320,6 +320,25 @@ def see_the_cluster(server: RunningServer, executable: str) -> None:
         assert problems == []
 
 
+def see_stun(server: RunningServer, executable: str, shown: str) -> None:
+    """In a browser thread: sign in; the STUN count shows `shown`."""
+    assert server.admin_url is not None
+    with page_in_chromium(executable, 1280, 800) as (page, problems):
+        page.goto(server.admin_url + "/")
+        sign_in(page, server.admin_token)
+        expect(page.get_by_test_id("count-stun")).to_have_text(shown)
+        assert problems == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_process_without_a_stun_responder_shows_it_off_not_down() -> None:
+    server = await start_server(reactor)  # --stun-udp 0, no --stun-tcp: no responder
+    try:
+        await deferToThread(see_stun, server, chromium(), "off")
+    finally:
+        await server.stop()
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_node_of_a_cluster_shows_the_cluster_s_online_count(server: RunningServer) -> None:
     # Until twistd runs in cluster mode here, the node's answer is made a cluster node's on its way to the page.

@@ -41,8 +41,10 @@ class QueueLength(TypedDict):
 
 
 class StunFigures(TypedDict):
-    """Whether the STUN service runs, and the requests it answered and dropped since it was made."""
+    """Whether this process has a STUN service and whether it runs, and the requests it answered and dropped
+    since it was made."""
 
+    enabled: bool
     running: bool
     answered_total: int
     dropped_total: int
@@ -184,9 +186,10 @@ class Figures:
     def _stun_figures(self) -> StunFigures:
         service = self._stun()
         if service is None:
-            return {"running": False, "answered_total": 0, "dropped_total": 0}
+            return {"enabled": False, "running": False, "answered_total": 0, "dropped_total": 0}
         counters = service.counters
         return {
+            "enabled": True,
             "running": bool(service.running),
             "answered_total": counters.answered,
             "dropped_total": counters.dropped,

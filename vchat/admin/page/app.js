@@ -293,9 +293,10 @@
     setText("count-bans", stats.bans_active);
     renderCluster(stats.cluster || {});
     const stun = $("count-stun");
-    const running = stats.stun && stats.stun.running;
-    stun.textContent = running ? "up" : "down";
-    stun.className = running ? "up" : "down";
+    // "off": this process has no STUN responder (another one serves its clients); "down": it has one, stopped.
+    const state = !stats.stun || !stats.stun.enabled ? "off" : stats.stun.running ? "up" : "down";
+    stun.textContent = state;
+    stun.className = state;
   }
 
   // In cluster mode, the online count is this node's: the cluster's total and its nodes are shown under it.
