@@ -68,7 +68,7 @@ async def test_nodes_follow_the_master_through_a_failover(
     await eventually(lambda: all(bus.connected for bus in buses))
     await meet(nodes[0], nodes[1])
     ban = await nodes[0].moderation.ban("device_id", "before-failover", "spam", "spam", 3600.0)
-    assert master.command("WAIT", 1, 5000) == 1  # the replica has it (replication is asynchronous)
+    assert master.command("WAIT", 1, 15000) == 1  # the replica has it (replication is asynchronous)
     assert master.process is not None
     master.process.kill()  # no goodbye: the Sentinel sees it silent, and promotes the replica
     master.process.wait()

@@ -217,12 +217,22 @@ def replicated_redis(directory: Path) -> Iterator[tuple[RedisServer, RedisServer
             if time.monotonic() > deadline:
                 raise RuntimeError("the Sentinel did not find the replica within 30 s")
             time.sleep(0.1)
+        # In sync with the master: a write can then be waited for (WAIT), however loaded the machine is.
+        while b"master_link_status:up" not in _bytes(replica.command("INFO", "replication")):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the replica did not sync with the master within 30 s: see {replica.log}")
+            time.sleep(0.1)
         yield master, replica, sentinel
     finally:
         if sentinel is not None:
             sentinel.stop()
         replica.stop()
         master.stop()
+
+
+def _bytes(reply: Reply) -> bytes:
+    """A reply that should be a bulk string; anything else as nothing."""
+    return reply if isinstance(reply, bytes) else b""
 
 
 def start_redis(directory: Path, *options: str) -> RedisServer:
