@@ -227,6 +227,32 @@ async def test_a_report_across_nodes_is_stored_and_the_pair_never_meets_again(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_logged_in_user_reported_on_another_node_is_its_account(nodes: list[RunningServer]) -> None:
+    """The report of a partner on another node names its account (what bans hold on), and the two sessions
+    are kept apart, though the account's id is not the session's."""
+    her = await nodes[0].client("json", hello=True, gender="f")
+    him = await nodes[1].client("json")
+    welcome = await him.hello(gender="m")
+    session = nodes[1].service.getServiceNamed("signaling").factory.switchboard.find(welcome["session_id"])
+    assert session is not None
+    session.account = AccountView("account-of-him", "m", ("vk",))  # as his login cookie would give it
+    await search(her, want="m")
+    await search(him, want="f")
+    hers = await her.expect("matched")
+    await him.expect("matched")
+    her.send({"type": "report", "match_id": hers["match_id"], "reason": "nudity"})
+    report_id = (await her.expect("reported"))["report_id"]
+    report = await (await nodes[0].store()).get_report(report_id)
+    assert report is not None and report.reported_user_id == "account-of-him"
+    her.send({"type": "next"})
+    await him.expect("partner_left")
+    await her.expect("searching")
+    await search(him, want="f")
+    await sleep(0.5)
+    assert her.inbox.pending == [] and him.inbox.pending == []  # waiting, not matched with each other
+
+
+@pytest_twisted.ensureDeferred
 async def test_online_counts_every_node(nodes: list[RunningServer]) -> None:
     await nodes[0].client("json", hello=True)
     await nodes[1].client("json", hello=True)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from vchat.protocol.accounts import AccountView
 from vchat.protocol.codec import encode_msgpack, starts_as_report
 from vchat.protocol.errors import ErrorCode, ProtocolError
 from vchat.protocol.messages import Report, parse_message
@@ -238,6 +239,26 @@ def test_a_reported_pair_never_meets_again(memory: MemoryServer) -> None:
     newcomer = memory.client(hello=True, gender="m")
     newcomer.send({"type": "search"})
     assert [m["type"] for m in newcomer.received()] == ["searching", "matched"]
+
+
+def test_a_logged_in_user_reported_after_the_match_is_its_account_and_never_meets_the_reporter_again(
+    memory: MemoryServer, store: MemoryStore
+) -> None:
+    """A report names a logged-in user by its account (what bans hold on), while the pair kept apart is the
+    two sessions: the block holds though the account's id is not the session's."""
+    reporter, reported, match_id = pair(memory)
+    session = next(s for s in memory.switchboard._sessions.values() if s.device_id == "dev-B")
+    session.account = AccountView("account-of-b", "m", ("vk",))  # as its login cookie would give it
+    reporter.send({"type": "next"})
+    reporter.received()
+    reported.expect("partner_left")
+    assert report(reporter, match_id)["type"] == "reported"  # the match that just ended
+    assert [stored.reported_user_id for stored in reports(store)] == ["account-of-b"]
+    reported.send({"type": "search"})
+    reported.received()
+    memory.advance(600)  # far past --rematch-after and the recent window
+    assert reporter.received() == [] and reported.received() == []
+    assert memory.switchboard.waiting == 2
 
 
 def test_an_unreported_pair_meets_again_after_rematch_after(memory: MemoryServer) -> None:

@@ -393,6 +393,7 @@ class ClusterMatchmaker:
             "device_id": session.device_id,
             "address": session.address,
             "client": session.client,
+            "user_id": session.user_id,
         }
 
     # --- timers and Redis ------------------------------------------------------------------------------
@@ -490,7 +491,7 @@ def _remote_partner(described: Any, node: str) -> RemotePartner:
     if not isinstance(client, dict):
         raise ValueError("a partner's client facts are a map")
     fields = {}
-    for name in ("session_id", "gender", "country", "lang", "device_id", "address"):
+    for name in ("session_id", "gender", "country", "lang", "device_id", "address", "user_id"):
         value = described.get(name)
         if value is not None and not isinstance(value, str):
             raise ValueError(f"a partner's {name} is text")

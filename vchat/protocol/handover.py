@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from vchat.protocol.errors import ProtocolError
 from vchat.protocol.messages import ClientFact, Search
 from vchat.protocol.session import Identity
 
-_TEXT_FIELDS = ("session_id", "gender", "country", "lang", "device_id", "address")
+_TEXT_FIELDS = ("session_id", "gender", "country", "lang", "device_id", "address", "user_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,7 @@ class HandedPartner:
     address: str | None
     client: dict[str, ClientFact]
     away: bool  # its connection is lost; it may come back
+    user_id: str | None = None  # its account's id when it is logged in
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,7 @@ class HandedPrevious:
     match_id: str
     partner: Identity
     ended_at: float
+    partner_session: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +98,8 @@ class HandedSession:
                 "match_id": previous.match_id,
                 "ended_at": previous.ended_at,
                 "partner": {
-                    "session_id": previous.partner.user_id,
+                    "session_id": previous.partner_session,
+                    "user_id": previous.partner.user_id,
                     "device_id": previous.partner.device_id,
                     "address": previous.partner.address,
                     "client": dict(previous.partner.client),
@@ -113,6 +117,7 @@ def _partner_fields(partner: HandedPartner) -> dict[str, Any]:
         "device_id": partner.device_id,
         "address": partner.address,
         "client": dict(partner.client),
+        "user_id": partner.user_id,
     }
 
 
@@ -129,7 +134,10 @@ def decode_handed(raw: Any) -> HandedSession:
         want = raw_filters.get("want")
         if not isinstance(want, str) or not isinstance(countries, list):
             raise ValueError("its filters have a want and a list of countries")
-        filters = Search.parse({"type": "search", "want": want, "countries": countries})
+        try:
+            filters = Search.parse({"type": "search", "want": want, "countries": countries})
+        except ProtocolError as e:
+            raise ValueError(f"its filters: {e}") from None
     match = None
     if data.get("match") is not None:
         raw_match = _map(data["match"], "its match")
@@ -152,6 +160,7 @@ def decode_handed(raw: Any) -> HandedSession:
                 fields["address"],
                 _client(partner.get("client")),
                 _flag(raw_match.get("away"), "away"),
+                fields["user_id"],
             ),
         )
     previous = None
@@ -164,9 +173,13 @@ def decode_handed(raw: Any) -> HandedSession:
         previous = HandedPrevious(
             _text(raw_previous.get("match_id"), "its previous match id"),
             Identity(
-                fields["session_id"], fields["device_id"], fields["address"], _client(partner.get("client"))
+                fields["user_id"] or fields["session_id"],
+                fields["device_id"],
+                fields["address"],
+                _client(partner.get("client")),
             ),
             _time(raw_previous.get("ended_at")),
+            fields["session_id"],
         )
     return HandedSession(
         text["session_id"],

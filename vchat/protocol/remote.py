@@ -44,3 +44,4 @@ class RemotePartner:
     device_id: str | None = None
     address: str | None = None
     client: dict[str, ClientFact] = field(default_factory=dict)
+    user_id: str | None = None  # its account's id when it is logged in

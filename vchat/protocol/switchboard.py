@@ -191,17 +191,18 @@ class Switchboard:
         match = session.match
         if match is not None and match.partner_of(session).node is None:
             # The partner stays here: the session becomes a stand-in on its new node, away until it is back.
-            stand_in = Session(
+            stand_in = Session.stand_in(
+                to_node,
                 session.session_id,
                 session.gender,
                 session.country,
                 session.lang,
-                "",
-                None,
-                SessionState.MATCHED,
+                session.device_id,
+                session.address,
+                session.client,
+                session.user_id,
             )
-            stand_in.node, stand_in.device_id, stand_in.address = to_node, session.device_id, session.address
-            stand_in.client, stand_in.match = session.client, match
+            stand_in.match = match
             if match.offer is session:
                 match.offer = stand_in
             else:
@@ -236,6 +237,7 @@ class Switchboard:
                     partner.address,
                     dict(partner.client),
                     partner.peer is None,
+                    partner.user_id,
                 ),
             )
         return HandedSession(
@@ -250,7 +252,9 @@ class Switchboard:
             handed_match,
             None
             if previous is None
-            else HandedPrevious(previous.match_id, previous.partner, previous.ended_at),
+            else HandedPrevious(
+                previous.match_id, previous.partner, previous.ended_at, previous.partner_session
+            ),
         )
 
     def _adopt(self, handed: HandedSession) -> Session:
@@ -262,7 +266,9 @@ class Switchboard:
         session.started_at, session.filters = handed.started_at, handed.filters
         if handed.previous is not None:
             previous = handed.previous
-            session.previous = PreviousMatch(previous.match_id, previous.partner, previous.ended_at)
+            session.previous = PreviousMatch(
+                previous.match_id, previous.partner, previous.ended_at, previous.partner_session
+            )
         self._sessions[session.session_id] = session
         handed_match = handed.match
         if handed_match is None:
@@ -279,17 +285,17 @@ class Switchboard:
             else:
                 match.answer = session
         else:
-            stand_in = Session(
+            stand_in = Session.stand_in(
+                partner_info.node_id,
                 partner_info.session_id,
                 partner_info.gender,
                 partner_info.country,
                 partner_info.lang,
-                "",
-                None,
-                SessionState.MATCHED,
+                partner_info.device_id,
+                partner_info.address,
+                partner_info.client,
+                partner_info.user_id,
             )
-            stand_in.node, stand_in.device_id = partner_info.node_id, partner_info.device_id
-            stand_in.address, stand_in.client = partner_info.address, dict(partner_info.client)
             pair = (session, stand_in) if handed_match.offers else (stand_in, session)
             match = Match(handed_match.match_id, *pair, handed_match.started_at)
             stand_in.match = match
@@ -512,15 +518,17 @@ class Switchboard:
         if not self._searching(session):
             return False
         assert session is not None
-        stand_in = Session(
-            partner.session_id, partner.gender, partner.country, partner.lang, "", None, SessionState.MATCHED
-        )
-        stand_in.node, stand_in.device_id, stand_in.address = (
+        stand_in = Session.stand_in(
             partner.node_id,
+            partner.session_id,
+            partner.gender,
+            partner.country,
+            partner.lang,
             partner.device_id,
             partner.address,
+            partner.client,
+            partner.user_id,
         )
-        stand_in.client = dict(partner.client)
         stand_in.peer = _RemotePeer(self, stand_in)
         now = self._clock.seconds()
         pair = (session, stand_in) if offers else (stand_in, session)
@@ -554,7 +562,8 @@ class Switchboard:
             if side.node is not None:
                 continue  # a stand-in keeps nothing
             # Kept for a report just after the match, in memory only; it replaces the one before.
-            side.previous = PreviousMatch(match.match_id, match.partner_of(side).identity(), now)
+            other = match.partner_of(side)
+            side.previous = PreviousMatch(match.match_id, other.identity(), now, other.session_id)
             side.reports = (
                 {match.match_id: side.reports[match.match_id]} if match.match_id in side.reports else {}
             )
@@ -601,13 +610,14 @@ class Switchboard:
         now = self._clock.seconds()
         match, previous = session.match, session.previous
         if match is not None and match.match_id == report.match_id:
-            reported = match.partner_of(session).identity()
+            partner = match.partner_of(session)
+            reported, reported_session = partner.identity(), partner.session_id
         elif (
             previous is not None
             and previous.match_id == report.match_id
             and now < previous.ended_at + REPORT_WINDOW
         ):
-            reported = previous.partner
+            reported, reported_session = previous.partner, previous.partner_session
         else:
             if previous is not None and now >= previous.ended_at + REPORT_WINDOW:
                 session.previous = None  # past the window: nothing to keep it for
@@ -615,7 +625,7 @@ class Switchboard:
         filed = session.reports.get(report.match_id)
         if filed is not None:
             return filed.observe()
-        self.matchmaker.block(session.session_id, reported.user_id)
+        self.matchmaker.block(session.session_id, reported_session)  # the engine knows sessions, not accounts
         filing = Filing(session.identity(), reported, report.reason, report.comment, report.snapshot, now)
         self.counters.reports += 1
         filed = session.reports[report.match_id] = Outcome()
