@@ -15,6 +15,7 @@ from vchat.cluster.matchmaker import FAIR_WAIT
 from vchat.protocol.accounts import AccountView
 from vchat.store import redis_testing
 from vchat.store.account_testing import a_login
+from vchat.store.records import Report
 from vchat.store.redis_testing import RedisServer
 from vchat.testing import RunningServer, SignalingClient, admin_request, start_server
 
@@ -213,17 +214,26 @@ async def test_a_report_across_nodes_is_stored_and_the_pair_never_meets_again(
     nodes: list[RunningServer],
 ) -> None:
     her, him, hers, _ = await cross_pair(nodes[0], nodes[1])
-    her.send({"type": "report", "match_id": hers["match_id"], "reason": "nudity"})
+    his_session = await _session_id_of(nodes[1], him)
+    assert (await report_and_part(her, him, hers["match_id"], nodes[1])).reported_user_id == his_session
+
+
+async def report_and_part(
+    her: SignalingClient, him: SignalingClient, match_id: str, node: RunningServer
+) -> Report:
+    """She reports him in `match_id` and leaves; both search again and are not matched with each other. The
+    report, as `node`'s store has it."""
+    her.send({"type": "report", "match_id": match_id, "reason": "nudity"})
     report_id = (await her.expect("reported"))["report_id"]
-    store = await nodes[1].store()
-    report = await store.get_report(report_id)
-    assert report is not None and report.reported_user_id == await _session_id_of(nodes[1], him)
+    report = await (await node.store()).get_report(report_id)
+    assert report is not None
     her.send({"type": "next"})
     await him.expect("partner_left")
     await her.expect("searching")
     await search(him, want="f")
     await sleep(0.5)
     assert her.inbox.pending == [] and him.inbox.pending == []  # waiting, not matched with each other
+    return report
 
 
 @pytest_twisted.ensureDeferred
@@ -240,16 +250,7 @@ async def test_a_logged_in_user_reported_on_another_node_is_its_account(nodes: l
     await search(him, want="f")
     hers = await her.expect("matched")
     await him.expect("matched")
-    her.send({"type": "report", "match_id": hers["match_id"], "reason": "nudity"})
-    report_id = (await her.expect("reported"))["report_id"]
-    report = await (await nodes[0].store()).get_report(report_id)
-    assert report is not None and report.reported_user_id == "account-of-him"
-    her.send({"type": "next"})
-    await him.expect("partner_left")
-    await her.expect("searching")
-    await search(him, want="f")
-    await sleep(0.5)
-    assert her.inbox.pending == [] and him.inbox.pending == []  # waiting, not matched with each other
+    assert (await report_and_part(her, him, hers["match_id"], nodes[0])).reported_user_id == "account-of-him"
 
 
 @pytest_twisted.ensureDeferred
