@@ -149,11 +149,11 @@ def test_the_views_fit_the_record_schemas() -> None:
     for flag in FLAGS:
         record_schema("Flag").validate(flag_view(flag))
     session = Session("s-1", "f", "DE", "de-AT", "resume", None, client={"device_id": "d-1", "touch": True})
-    record_schema("Session").validate(session_view(session))
+    record_schema("Session").validate(session_view(session, None))
     session.enter(SessionState.SEARCHING)
     bare = Session("s-2", "u", None, None, "resume", None, state=SessionState.AWAY, address="198.51.100.7")
     for each in (session, bare):
-        record_schema("Session").validate(session_view(each))
+        record_schema("Session").validate(session_view(each, "node-1"))
 
 
 def test_the_record_schemas_refuse_what_the_views_never_give() -> None:

@@ -27,6 +27,8 @@ VALID: list[dict[str, Any]] = [
     {"type": "account_deleted", "account": "acc-1"},
     {"type": "handover", "token": "t~n2", "request": "r1"},
     {"type": "handed", "request": "r1"},
+    {"type": "find_session", "request": "r2", "session_id": "s1", "action": "kick"},
+    {"type": "found_session", "request": "r2", "session": {"id": "s1"}},
 ]
 
 
@@ -54,6 +56,7 @@ def test_a_message_without_its_node_or_any_field_is_refused(message: dict[str, A
         {"type": "left", "to": "s2", "match_id": "m", "reason": "bored"},
         {"type": "relay", "to": "s2", "from": "s1", "match_id": "m", "message": "chat"},
         {"type": "ban", "ban_id": 7},
+        {"type": "find_session", "request": "r2", "session_id": "s1", "action": "ban"},
     ],
 )
 def test_wrong_types_and_values_are_refused(message: dict[str, Any]) -> None:
@@ -90,6 +93,10 @@ _VALUES = st.one_of(
                 "b",
                 "ban_id",
                 "dead",
+                "request",
+                "session_id",
+                "action",
+                "session",
             ]
         ),
         _VALUES,

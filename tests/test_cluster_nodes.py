@@ -254,6 +254,27 @@ async def test_a_logged_in_user_reported_on_another_node_is_its_account(nodes: l
 
 
 @pytest_twisted.ensureDeferred
+async def test_any_nodes_admin_api_shows_and_kicks_a_session_of_another(nodes: list[RunningServer]) -> None:
+    her, him, hers, _ = await cross_pair(nodes[0], nodes[1])
+    his_session = await _session_id_of(nodes[1], him)
+    shown = await admin_request(nodes[0], "GET", f"/api/sessions/{his_session}")
+    assert shown.status == 200, shown.body
+    view = shown.json()
+    assert (view["id"], view["node"], view["gender"], view["state"]) == (his_session, "n2", "m", "matched")
+    here = await admin_request(nodes[1], "GET", f"/api/sessions/{his_session}")
+    assert here.json() == view  # the same view from the node that holds it
+    kicked = await admin_request(nodes[2], "POST", f"/api/sessions/{his_session}/kick")
+    assert (kicked.status, kicked.json()) == (200, {"kicked": True})
+    assert (await him.expect("error"))["code"] == "kicked"
+    assert (await him.wait_closed())[1] == 4005
+    assert (await her.expect("partner_left"))["match_id"] == hers["match_id"]
+    gone = await admin_request(nodes[0], "GET", f"/api/sessions/{his_session}")  # after 2 s of silence
+    assert gone.status == 404 and gone.json()["error"]["code"] == "not_found"
+    again = await admin_request(nodes[2], "POST", f"/api/sessions/{his_session}/kick")
+    assert again.status == 404
+
+
+@pytest_twisted.ensureDeferred
 async def test_online_counts_every_node(nodes: list[RunningServer]) -> None:
     await nodes[0].client("json", hello=True)
     await nodes[1].client("json", hello=True)

@@ -16,6 +16,7 @@ from vchat.admin.api import AdminApi
 from vchat.admin.figures import ClusterSources, Figures
 from vchat.admin.service import AdminService
 from vchat.admin.token import admin_token, check_token
+from vchat.admin.views import session_view
 from vchat.cluster.presence import check_node_id
 from vchat.geo import GeoIPService, ICountryLookup, NoCountries
 from vchat.ice import IcePolicy, stun_url, turn_url
@@ -322,6 +323,7 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Mult
             options["recent-partners"],
             options["recent-window"],
             options["rematch-after"],
+            describe_session=session_view,
         )
         cluster.setServiceParent(root)
     webhook = webhook_service(options, reactor, moderation)
@@ -366,7 +368,15 @@ def makeService(options: Options, reactor: IServerReactor | None = None) -> Mult
         figures = Figures(switchboard, engine, moderation, lambda: stun, webhook, cluster=sources)
         control = ServiceControl(root)
         api = AdminApi(
-            moderation, store, switchboard, figures, control, reactor, options["deletion-grace"], end_account
+            moderation,
+            store,
+            switchboard,
+            figures,
+            control,
+            reactor,
+            options["deletion-grace"],
+            end_account,
+            None if cluster is None else cluster.find_session,
         )
         token = partial(admin_token, options["admin-token"], os.environ, options["data-dir"])
         admin = AdminService(

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from vchat.admin.figures import Figures
@@ -78,10 +79,12 @@ class AdminApi:
         clock: IReactorTime,
         deletion_grace: float = DEFAULT_DELETION_GRACE,
         end_account: Callable[[str], object] | None = None,
+        find_elsewhere: Callable[[str, bool], Deferred[dict[str, Any] | None]] | None = None,
     ) -> None:
         """`deletion_grace`: seconds from a deletion request to the account's purge; `end_account(id)` ends a
         deleted account's sessions (default: on this node, through the switchboard; in a cluster, on every
-        node)."""
+        node); `find_elsewhere(id, kick)` gives a session of another node of a cluster as `session_view`
+        shows it (kicked, if `kick`), or None if none has it."""
         self._moderation = moderation
         self._store = store
         self._switchboard = switchboard
@@ -91,6 +94,7 @@ class AdminApi:
         self._clock = clock
         self._deletion_grace = deletion_grace
         self._end_account = end_account or switchboard.end_account
+        self._find_elsewhere = find_elsewhere
 
     def routes(self) -> list[Route]:
         """Every route of the API (the page's static files are added by the admin service)."""
@@ -260,19 +264,30 @@ class AdminApi:
 
     # --- sessions -----------------------------------------------------------------------------------
 
-    def get_session(self, call: Call) -> dict[str, Any]:
+    async def get_session(self, call: Call) -> dict[str, Any]:
         call.reject_query()
-        session = self._switchboard.find(call.params["id"])
-        if session is None:
-            raise not_found("session")
-        return session_view(session)
+        session_id = call.params["id"]
+        session = self._switchboard.find(session_id)
+        if session is not None:
+            return session_view(session, self._switchboard.node_id)
+        return await self._elsewhere(session_id, kick=False)
 
-    def kick_session(self, call: Call) -> dict[str, Any]:
+    async def kick_session(self, call: Call) -> dict[str, Any]:
         call.reject_query()
         call.json(())
-        if not self._switchboard.kick(call.params["id"]):
-            raise not_found("session")
+        session_id = call.params["id"]
+        if not self._switchboard.kick(session_id):
+            await self._elsewhere(session_id, kick=True)
         return {"kicked": True}
+
+    async def _elsewhere(self, session_id: str, kick: bool) -> dict[str, Any]:
+        """Session `session_id` of another node (kicked, if `kick`); 404 if no node has it."""
+        found: dict[str, Any] | None = None
+        if self._find_elsewhere is not None:
+            found = await self._find_elsewhere(session_id, kick)
+        if found is None:
+            raise not_found("session")
+        return found
 
     # --- accounts -----------------------------------------------------------------------------------
 

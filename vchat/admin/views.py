@@ -62,10 +62,12 @@ def flag_view(flag: Flag) -> dict[str, Any]:
     }
 
 
-def session_view(session: Session) -> dict[str, Any]:
-    """A live session as a moderator may see it: never its partner, its match or its messages."""
+def session_view(session: Session, node: str | None) -> dict[str, Any]:
+    """A live session of node `node` (None: a single node) as a moderator may see it: never its partner, its
+    match or its messages."""
     return {
         "id": session.session_id,
+        "node": node,
         "user_id": session.user_id,
         "account": None if session.account is None else session.account.user_id,
         "state": session.state.value,

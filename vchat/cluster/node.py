@@ -22,6 +22,9 @@ Messages between nodes (each a map with a string `type`; `node` is the sender's 
               `request` with `handed`
     handed    the answer to `request`: `state`, the session (vchat.protocol.handover), or null, with `banned`,
               the session's id if a ban ended it
+    find_session (to all) an admin API asks for session `session_id` (`action`: view, or kick it): the node
+              that has it answers `request` with `found_session`; the others say nothing
+    found_session the answer to `request`: `session`, the session as the admin API shows it (before a kick)
 
 A message that does not have these fields with these types is refused (ValueError, logged by the bus).
 """
@@ -30,7 +33,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, fail, succeed
@@ -47,6 +50,7 @@ from vchat.cluster.queue import SharedQueue
 from vchat.moderation.service import ModerationService
 from vchat.protocol.handover import HandedSession, decode_handed
 from vchat.protocol.remote import INodeLink, NodeMessage
+from vchat.protocol.session import Session
 from vchat.protocol.switchboard import Switchboard
 from vchat.redis_connection import RedisAddress, RedisUnavailable, connect_redis
 
@@ -55,6 +59,10 @@ BAN_RELOAD_DELAY = 1.0
 """Seconds between tries to read the bans again after Redis was away, until the store answers."""
 HANDOVER_TIMEOUT = 2.0
 """Seconds a node waits for another to hand a session over before it starts a new one."""
+FIND_TIMEOUT = 2.0
+"""Seconds an admin API waits for another node to say it has a session, before it answers that none has."""
+_ACTIONS = frozenset({"view", "kick"})
+_T = TypeVar("_T")
 
 Handed = tuple[HandedSession | None, str | None]
 """What a node's answer to a handover gives: the session's state, or the id of a session a ban ended."""
@@ -83,6 +91,8 @@ _FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "account_deleted": {"account": str},
     "handover": {"token": str, "request": str},
     "handed": {"request": str},
+    "find_session": {"request": str, "session_id": str, "action": str},
+    "found_session": {"request": str, "session": dict},
 }
 
 
@@ -100,6 +110,8 @@ def check_message(message: NodeMessage) -> None:
             raise ValueError(f"a {kind!r} message's {name} is missing or of the wrong type")
     if kind == "left" and message["reason"] not in _REASONS:
         raise ValueError(f"unknown reason {message['reason']!r}")
+    if kind == "find_session" and message["action"] not in _ACTIONS:
+        raise ValueError(f"unknown action {message['action']!r}")
 
 
 @implementer(INodeLink)
@@ -112,27 +124,17 @@ class ClusterLink:
         self.node_id = node_id
         self.bus: NodeBus | None = None  # set once made: the bus needs the handler of what it receives
         self._clock = clock
-        self._fetches: dict[str, Deferred[Handed]] = {}
+        self._asked: dict[str, Deferred[Any]] = {}  # request -> the answer awaited
 
     def fetch_session(self, node_id: str, token: str) -> Deferred[Handed]:
         request = secrets.token_urlsafe(9)
-        fetching: Deferred[Handed] = Deferred()
         if not self.send(node_id, {"type": "handover", "token": token, "request": request}):
-            fetching.callback((None, None))
-            return fetching
-        self._fetches[request] = fetching
-        fetching.addTimeout(HANDOVER_TIMEOUT, self._clock, onTimeoutCancel=lambda *_: (None, None))
-        fetching.addBoth(self._fetched, request)
-        return fetching
-
-    def _fetched(self, result: Handed, request: str) -> Handed:
-        self._fetches.pop(request, None)
-        return result
+            return succeed((None, None))
+        return self._answer_to(request, HANDOVER_TIMEOUT, (None, None))
 
     def handed(self, message: NodeMessage) -> None:
         """A node's answer to `fetch_session`; a late one (after the timeout) is dropped."""
-        fetching = self._fetches.pop(message["request"], None)
-        if fetching is None:
+        if message["request"] not in self._asked:
             self._log.warn("a session handed over too late was dropped")
             return
         banned = message.get("banned")
@@ -141,7 +143,38 @@ class ClusterLink:
         except ValueError as e:
             self._log.warn("a session handed over was not valid: {why}", why=str(e))
             state = None
-        fetching.callback((state, banned if isinstance(banned, str) else None))
+        self._answered(message["request"], (state, banned if isinstance(banned, str) else None))
+
+    def find_session(self, session_id: str, kick: bool) -> Deferred[dict[str, Any] | None]:
+        """Session `session_id` of another node, as the admin API shows it (kicked after it is read, if
+        `kick`); None if no node says it has it within `FIND_TIMEOUT` (or Redis is away)."""
+        request = secrets.token_urlsafe(9)
+        action = "kick" if kick else "view"
+        asking = {"type": "find_session", "request": request, "session_id": session_id, "action": action}
+        if not self.broadcast(asking):
+            return succeed(None)
+        return self._answer_to(request, FIND_TIMEOUT, None)
+
+    def found_session(self, message: NodeMessage) -> None:
+        """A node's answer to `find_session`; a late one is dropped."""
+        self._answered(message["request"], message["session"])
+
+    def _answer_to(self, request: str, timeout: float, otherwise: _T) -> Deferred[_T]:
+        """What `_answered` gives for `request`, or `otherwise` after `timeout` seconds."""
+        waiting: Deferred[_T] = Deferred()
+        self._asked[request] = waiting
+        waiting.addTimeout(timeout, self._clock, onTimeoutCancel=lambda *_: otherwise)
+        waiting.addBoth(self._forget_request, request)
+        return waiting
+
+    def _forget_request(self, result: _T, request: str) -> _T:
+        self._asked.pop(request, None)
+        return result
+
+    def _answered(self, request: str, answer: object) -> None:
+        waiting = self._asked.pop(request, None)
+        if waiting is not None:
+            waiting.callback(answer)
 
     def send(self, node_id: str, message: NodeMessage) -> bool:
         return self.bus is not None and self.bus.send(node_id, {**message, "node": self.node_id})
@@ -167,12 +200,16 @@ class NodeMessages:
         matchmaker: ClusterMatchmaker,
         moderation: ModerationService,
         clock: IReactorTime,
+        describe_session: Callable[[Session, str], dict[str, Any]] | None = None,
     ) -> None:
+        """`describe_session(session, node_id)` gives a session as the admin API shows it, for another node's
+        admin API; None: this node tells none."""
         self._link = link
         self._clock = clock
         self._switchboard = switchboard
         self._matchmaker = matchmaker
         self._moderation = moderation
+        self._describe_session = describe_session
 
     def received(self, message: NodeMessage, broadcast: bool) -> Deferred[None] | None:
         """Handle one message from the bus (`broadcast`: it came to every node)."""
@@ -210,6 +247,10 @@ class NodeMessages:
             )
         elif kind == "handed":
             self._link.handed(message)
+        elif kind == "find_session":
+            self._find_session(message, node)
+        elif kind == "found_session":
+            self._link.found_session(message)
         elif kind == "pair":
             matchmaker.on_pair(message)
         elif kind == "offer":
@@ -236,6 +277,15 @@ class NodeMessages:
                     "{count} matches with users of dead node {node} ended", count=ended, node=message["dead"]
                 )
         return None
+
+    def _find_session(self, message: NodeMessage, node: str) -> None:
+        session = self._switchboard.find(message["session_id"])
+        if session is None or self._describe_session is None:
+            return  # the node that has it answers
+        view = self._describe_session(session, self._link.node_id)
+        if message["action"] == "kick":
+            self._switchboard.kick(session.session_id)
+        self._link.send(node, {"type": "found_session", "request": message["request"], "session": view})
 
     def link_changed(self, up: bool) -> None:
         """The bus lost Redis or has it again: once back, what other nodes said meanwhile is lost, so the
@@ -336,6 +386,11 @@ class ClusterService(MultiService):
         stopping: Deferred[Any] = super().stopService() if any(s.running for s in self) else succeed(None)
         return stopping.addCallback(lambda _: self._disconnect())
 
+    def find_session(self, session_id: str, kick: bool) -> Deferred[dict[str, Any] | None]:
+        """Another node's session, as the admin API shows it, kicked if `kick` (see `ClusterLink`)."""
+        assert self.link is not None
+        return self.link.find_session(session_id, kick)
+
     def end_account(self, account_id: str) -> None:
         """End the sessions of a deleted account on every node (on this one alone while Redis is away)."""
         assert self.link is not None and self.switchboard is not None
@@ -357,16 +412,18 @@ def cluster_node(
     recent_partners: int = 10,
     recent_seconds: float = 600.0,
     rematch_after: float = 30.0,
+    describe_session: Callable[[Session, str], dict[str, Any]] | None = None,
 ) -> ClusterService:
     """Make this process a node of the cluster whose Redis is at `address`: the switchboard matches and
     relays through it, moderation announces its bans to it, and `online` counts every node. `node_id` is
-    random unless given; the matching settings are the engine's."""
+    random unless given; the matching settings are the engine's; `describe_session` gives a session of this
+    node as the admin API shows it, for the other nodes' admin APIs."""
     node_id = node_id or secrets.token_hex(6)
     handle = RedisHandle(address)
     queue = SharedQueue(handle)
     link = ClusterLink(node_id, reactor)
     matchmaker = ClusterMatchmaker(node_id, switchboard.matchmaker.engine, queue, switchboard, link, reactor)
-    messages = NodeMessages(link, switchboard, matchmaker, moderation, reactor)
+    messages = NodeMessages(link, switchboard, matchmaker, moderation, reactor, describe_session)
     bus = link.bus = NodeBus(reactor, address, node_id, messages.received)
     bus.on_link = messages.link_changed
 
