@@ -21,6 +21,7 @@ VALID: list[dict[str, Any]] = [
     {"type": "away", "to": "s2", "match_id": "m"},
     {"type": "back", "to": "s2", "match_id": "m"},
     {"type": "block", "a": "s1", "b": "s2"},
+    {"type": "forget", "session_id": "s1"},
     {"type": "ban", "ban_id": "b1"},
     {"type": "lift", "ban_id": "b1"},
     {"type": "dead", "dead": "n3"},

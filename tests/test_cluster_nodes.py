@@ -236,6 +236,38 @@ async def report_and_part(
     return report
 
 
+def matchers_blocking(nodes: list[RunningServer], session_id: str) -> list[bool]:
+    """For each node, whether its matcher keeps `session_id` apart from anyone."""
+    return [
+        node.service.getServiceNamed("signaling").factory.switchboard.matchmaker.matcher._engine.has_blocks(
+            session_id
+        )
+        for node in nodes
+    ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reporters_blocks_leave_every_matcher_when_its_session_ends(
+    nodes: list[RunningServer],
+) -> None:
+    her, him, hers, _ = await cross_pair(nodes[0], nodes[1])
+    her_session = await _session_id_of(nodes[0], her)
+    her.send({"type": "report", "match_id": hers["match_id"], "reason": "spam"})
+    await her.expect("reported")
+    for _ in range(100):
+        if all(matchers_blocking(nodes, her_session)):
+            break
+        await sleep(0.02)
+    assert matchers_blocking(nodes, her_session) == [True, True, True]
+    her.sendClose(1000)  # she leaves for good: nobody needs keeping apart from her
+    await him.expect("partner_left")
+    for _ in range(100):
+        if not any(matchers_blocking(nodes, her_session)):
+            break
+        await sleep(0.02)
+    assert matchers_blocking(nodes, her_session) == [False, False, False]
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_logged_in_user_reported_on_another_node_is_its_account(nodes: list[RunningServer]) -> None:
     """The report of a partner on another node names its account (what bans hold on), and the two sessions

@@ -512,6 +512,17 @@ def test_a_blocked_pair_is_never_matched_again() -> None:
     assert engine.search(man("c"), 10_000.0) == Pair("a", "c")
 
 
+def test_a_block_lasts_until_either_is_forgotten() -> None:
+    engine = MatchingEngine()
+    engine.block("a", "b")
+    engine.block("a", "c")
+    assert [engine.has_blocks(user) for user in "abcd"] == [True, True, True, False]
+    engine.forget("b")
+    assert [engine.has_blocks(user) for user in "abc"] == [True, False, True]
+    engine.forget("a")
+    assert not any(engine.has_blocks(user) for user in "abc") and engine._blocked == {}
+
+
 def test_a_block_drops_the_event_that_would_have_paired_them() -> None:
     engine = MatchingEngine(rematch_after=30.0)
     pair_up(engine, woman("a"), man("b"), 0.0)

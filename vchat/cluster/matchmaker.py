@@ -150,8 +150,11 @@ class ClusterMatchmaker:
             self._call(self._queue.withdraw(session_id))
 
     def forget(self, session_id: str) -> None:
+        blocked = self.engine.has_blocks(session_id)
         self.cancel(session_id)
         self.engine.forget(session_id)
+        if blocked:  # the matcher keeps the pairs this node blocked until it hears that one of them is gone
+            self._link.broadcast({"type": "forget", "session_id": session_id})
 
     def block(self, a: str, b: str) -> None:
         self.engine.block(a, b)

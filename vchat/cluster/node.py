@@ -15,6 +15,7 @@ Messages between nodes (each a map with a string `type`; `node` is the sender's 
     away      `to`'s partner in match `match_id` lost its connection and may come back
     back      `to`'s partner in match `match_id` is connected again
     block     (to all) `a` and `b` are never to be matched (one reported the other)
+    forget    (to all) session `session_id`, which this node blocked from someone, ended for good
     ban, lift (to all) ban `ban_id` was issued or lifted
     dead      (to all) node `dead` stopped its heartbeat: its users are gone
     account_deleted (to all) the account `account` was deleted: end its sessions
@@ -85,6 +86,7 @@ _FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "away": {"to": str, "match_id": str},
     "back": {"to": str, "match_id": str},
     "block": {"a": str, "b": str},
+    "forget": {"session_id": str},
     "ban": {"ban_id": str},
     "lift": {"ban_id": str},
     "dead": {"dead": str},
@@ -264,6 +266,9 @@ class NodeMessages:
         elif kind == "block":  # the matcher's engine only: the reporting node blocked the pair in its own
             if matchmaker.matcher is not None:
                 matchmaker.matcher.block(message["a"], message["b"])
+        elif kind == "forget":  # the same: its blocks go with it
+            if matchmaker.matcher is not None:
+                matchmaker.matcher.forget(message["session_id"])
         elif kind == "ban":
             return self._moderation.announced_ban(message["ban_id"])
         elif kind == "lift":

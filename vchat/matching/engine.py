@@ -253,6 +253,10 @@ class MatchingEngine:
             events[:] = kept
             heapify(events)
 
+    def has_blocks(self, session_id: str) -> bool:
+        """Whether a user is kept apart from anyone (it reported someone, or was reported)."""
+        return session_id in self._blocked
+
     def is_blocked(self, a: str, b: str) -> bool:
         """Whether `a` and `b` are never to be matched with each other."""
         return b in self._blocked.get(a, ())
