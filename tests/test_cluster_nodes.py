@@ -350,6 +350,31 @@ async def resume_elsewhere(
     return back, resumed
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_reporter_resumed_on_the_reported_users_node_is_not_matched_with_him(
+    nodes: list[RunningServer],
+) -> None:
+    """The pair a report keeps apart moves with the reporter's session: the node it resumes on does not match
+    the two by itself."""
+    her = await nodes[0].client("json")
+    welcome = await her.hello(gender="f")
+    him = await nodes[1].client("json", hello=True, gender="m")
+    await search(her, want="m")
+    await search(him, want="f")
+    hers = await her.expect("matched")
+    await him.expect("matched")
+    her.send({"type": "report", "match_id": hers["match_id"], "reason": "spam"})
+    await her.expect("reported")
+    her.send({"type": "stop"})
+    await him.expect("partner_left")
+    await her.expect("idle")
+    back, _ = await resume_elsewhere(her, welcome, nodes[1], None)  # his node
+    await search(back, want="m")
+    await search(him, want="f")
+    await sleep(0.5)
+    assert back.inbox.pending == [] and him.inbox.pending == []  # both waiting, on one node, not matched
+
+
 @pytest.mark.parametrize(
     "homes",
     [(0, 1, 1), (0, 0, 1), (0, 1, 2)],

@@ -45,6 +45,7 @@ SESSION = HandedSession(
     [
         SESSION,  # a logged-in partner now, and another one reportable from the match before
         replace(SESSION, filters=None, previous=None),
+        replace(SESSION, blocked=("reported-1", "reported-2")),
         replace(
             SESSION, match=replace(MATCH, partner=replace(PARTNER, user_id=None, country=None, away=True))
         ),
@@ -86,7 +87,7 @@ FIELDS = st.sampled_from(
         ("session_id",), ("gender",), ("client",), ("started_at",), ("filters",), ("filters", "want"),
         ("filters", "countries"), ("match",), ("match", "offers"), ("match", "partner"), ("match", "partner", "node_id"),
         ("match", "partner", "user_id"), ("previous",), ("previous", "partner"), ("previous", "partner", "session_id"),
-        ("previous", "partner", "user_id"), ("previous", "ended_at"),
+        ("previous", "partner", "user_id"), ("previous", "ended_at"), ("blocked",),
     ]
 )  # fmt: skip
 

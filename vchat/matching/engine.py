@@ -257,6 +257,10 @@ class MatchingEngine:
         """Whether a user is kept apart from anyone (it reported someone, or was reported)."""
         return session_id in self._blocked
 
+    def blocked_with(self, session_id: str) -> tuple[str, ...]:
+        """The users `session_id` is kept apart from, sorted."""
+        return tuple(sorted(self._blocked.get(session_id, ())))
+
     def is_blocked(self, a: str, b: str) -> bool:
         """Whether `a` and `b` are never to be matched with each other."""
         return b in self._blocked.get(a, ())

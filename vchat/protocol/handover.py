@@ -2,8 +2,8 @@
 (docs/cluster.md, "Resume across nodes"): what is passed, as a map of portable values, checked when read.
 
 The state holds what the session needs to go on: who the user is (gender, country, language, device id, client
-facts), its filters, and its match (the partner's description and node) or its previous match (for a report).
-Never its chat, its signals or its report ids.
+facts), its filters, its match (the partner's description and node) or its previous match (for a report), and
+the sessions a report keeps it apart from. Never its chat, its signals or its report ids.
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ class HandedSession:
     filters: Search | None
     match: HandedMatch | None
     previous: HandedPrevious | None
+    blocked: tuple[str, ...] = ()  # the sessions it is kept apart from (it reported them, or they it)
 
     def encode(self) -> dict[str, Any]:
         """This state as a map of portable values (for the node bus)."""
@@ -92,6 +93,7 @@ class HandedSession:
                 "partner": {**_partner_fields(match.partner), "node_id": match.partner.node_id},
                 "away": match.partner.away,
             },
+            "blocked": list(self.blocked),
             "previous": None
             if previous is None
             else {
@@ -181,6 +183,9 @@ def decode_handed(raw: Any) -> HandedSession:
             _time(raw_previous.get("ended_at")),
             fields["session_id"],
         )
+    blocked = data.get("blocked") or []
+    if not isinstance(blocked, list) or not all(isinstance(other, str) and other for other in blocked):
+        raise ValueError("its blocked sessions are a list of ids")
     return HandedSession(
         text["session_id"],
         text["gender"],
@@ -192,6 +197,7 @@ def decode_handed(raw: Any) -> HandedSession:
         filters,
         match,
         previous,
+        tuple(blocked),
     )
 
 

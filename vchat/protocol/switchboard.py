@@ -185,6 +185,7 @@ class Switchboard:
             peer.close(CloseCode.REPLACED, "session resumed on another connection")
         if session.state is SessionState.SEARCHING:
             self.matchmaker.cancel(session.session_id)
+        self.matchmaker.engine.forget(session.session_id)  # its blocks go with its state
         if session.away_timer is not None:
             session.away_timer.cancel()
             session.away_timer = None
@@ -255,6 +256,7 @@ class Switchboard:
             else HandedPrevious(
                 previous.match_id, previous.partner, previous.ended_at, previous.partner_session
             ),
+            self.matchmaker.engine.blocked_with(session.session_id),
         )
 
     def _adopt(self, handed: HandedSession) -> Session:
@@ -264,6 +266,8 @@ class Switchboard:
             handed.session_id, handed.gender, handed.country, handed.lang, "", None, SessionState.AWAY
         )
         session.started_at, session.filters = handed.started_at, handed.filters
+        for other in handed.blocked:
+            self.matchmaker.engine.block(session.session_id, other)
         if handed.previous is not None:
             previous = handed.previous
             session.previous = PreviousMatch(
