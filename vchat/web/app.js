@@ -921,11 +921,13 @@ function showLoginError() {
   history.replaceState(null, "", location.pathname + location.search);
 }
 
-const accountReady = loadAccount().then((status) => {
-  offerAccountGender(status.account);
-  accountPanel.set(status);
-  render();
-});
+const accountReady = loadAccount()
+  .then((status) => {
+    offerAccountGender(status.account);
+    accountPanel.set(status);
+    render();
+  })
+  .catch((error) => console.warn("vchat: cannot show the account", error)); // the chat works without it
 
 // --- wiring --------------------------------------------------------------------------------------------------
 
