@@ -11,23 +11,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vchat.protocol.handover import HandedMatch, HandedPartner, HandedPrevious, HandedSession, decode_handed
+from vchat.protocol.handover import HandedMatch, HandedPrevious, HandedSession, decode_handed
 from vchat.protocol.messages import Search
+from vchat.protocol.partner import RemotePartner
 from vchat.protocol.session import Identity
 
-PARTNER = HandedPartner(
-    "node-b",
-    "partner-session",
-    "m",
-    "DE",
-    "de",
-    "dev-B",
-    "198.51.100.7",
-    {"os": "Android"},
-    False,
-    "account-b",
+PARTNER = RemotePartner(
+    "partner-session", "node-b", "m", "DE", "de", "dev-B", "198.51.100.7", {"os": "Android"}, "account-b"
 )
-MATCH = HandedMatch("match-1", True, 1_700_000_000.0, PARTNER)
+MATCH = HandedMatch("match-1", True, 1_700_000_000.0, PARTNER, False)
 PREVIOUS = HandedPrevious(
     "match-0",
     Identity("account-c", "dev-C", "203.0.113.9", {"browser": "Firefox 133"}),
@@ -47,7 +39,8 @@ SESSION = HandedSession(
         replace(SESSION, filters=None, previous=None),
         replace(SESSION, blocked=("reported-1", "reported-2")),
         replace(
-            SESSION, match=replace(MATCH, partner=replace(PARTNER, user_id=None, country=None, away=True))
+            SESSION,
+            match=replace(MATCH, partner=replace(PARTNER, user_id=None, country=None), partner_away=True),
         ),
         replace(
             SESSION,

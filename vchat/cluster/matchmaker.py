@@ -49,7 +49,8 @@ from vchat.cluster.outage import Outage
 from vchat.cluster.queue import SharedQueue, Take
 from vchat.matching import MatchingEngine, Pair, Seeker
 from vchat.protocol.matchmaker import IMatchmaker
-from vchat.protocol.remote import INodeLink, NodeMessage, RemotePartner
+from vchat.protocol.partner import RemotePartner, read_partner
+from vchat.protocol.remote import INodeLink, NodeMessage
 from vchat.protocol.switchboard import Switchboard
 
 FAIR_WAIT = 1.0
@@ -331,7 +332,7 @@ class ClusterMatchmaker:
     def on_offer(self, message: NodeMessage, node: str) -> None:
         """`offer` from node `node`: its user (`partner`) is offered match `match_id` with this node's `to`."""
         ticket = self._claimed(message["to"], message["since"])
-        partner = _remote_partner(message["partner"], node)
+        partner = read_partner(message["partner"], node)
         reply: NodeMessage = {"type": "refuse", "to": partner.session_id, "match_id": message["match_id"]}
         if ticket is not None:
             reply = {**reply, "type": "accept", "partner": self._describe(ticket.session_id)}
@@ -346,7 +347,7 @@ class ClusterMatchmaker:
     def on_accept(self, message: NodeMessage, node: str) -> None:
         """`accept` from node `node`: the match this node offered for `to` starts."""
         ticket = self._tickets.get(message["to"])
-        partner = _remote_partner(message["partner"], node)
+        partner = read_partner(message["partner"], node)
         if ticket is None or ticket.state != "offering" or ticket.match_id != message["match_id"]:
             # Given up meanwhile: the partner's side has started, and ends now.
             self._link.send(
@@ -388,16 +389,7 @@ class ClusterMatchmaker:
         """What the partner's node is told of this node's user (its profile, and what a report records)."""
         session = self._switchboard.find(session_id)
         assert session is not None  # a ticket's session is searching
-        return {
-            "session_id": session_id,
-            "gender": session.gender,
-            "country": session.country,
-            "lang": session.lang,
-            "device_id": session.device_id,
-            "address": session.address,
-            "client": session.client,
-            "user_id": session.user_id,
-        }
+        return RemotePartner.of(session, self.node_id).describe()
 
     # --- timers and Redis ------------------------------------------------------------------------------
 
@@ -484,21 +476,3 @@ class ClusterMatchmaker:
 
     def _fenced(self, failure: Failure, what: str) -> None:
         self._log.failure("matchmaking failed: {what}", failure, what=what)
-
-
-def _remote_partner(described: Any, node: str) -> RemotePartner:
-    """The partner another node described (`_describe`); ValueError if it is not such a description."""
-    if not isinstance(described, dict):
-        raise ValueError("a partner is described by a map")
-    client = described.get("client") or {}
-    if not isinstance(client, dict):
-        raise ValueError("a partner's client facts are a map")
-    fields = {}
-    for name in ("session_id", "gender", "country", "lang", "device_id", "address", "user_id"):
-        value = described.get(name)
-        if value is not None and not isinstance(value, str):
-            raise ValueError(f"a partner's {name} is text")
-        fields[name] = value
-    if fields["session_id"] is None or fields["gender"] is None:
-        raise ValueError("a partner has a session id and a gender")
-    return RemotePartner(node_id=node, client=client, **fields)  # type: ignore[arg-type]

@@ -13,35 +13,20 @@ from typing import Any
 
 from vchat.protocol.errors import ProtocolError
 from vchat.protocol.messages import ClientFact, Search
+from vchat.protocol.partner import RemotePartner, read_client, read_partner, read_texts
 from vchat.protocol.session import Identity
-
-_TEXT_FIELDS = ("session_id", "gender", "country", "lang", "device_id", "address", "user_id")
-
-
-@dataclass(frozen=True, slots=True)
-class HandedPartner:
-    """The partner in a handed session's match: who it is and which node holds it."""
-
-    node_id: str
-    session_id: str
-    gender: str
-    country: str | None
-    lang: str | None
-    device_id: str | None
-    address: str | None
-    client: dict[str, ClientFact]
-    away: bool  # its connection is lost; it may come back
-    user_id: str | None = None  # its account's id when it is logged in
 
 
 @dataclass(frozen=True, slots=True)
 class HandedMatch:
-    """A handed session's match: its id, whether the session makes the offer, when it started, the partner."""
+    """A handed session's match: its id, whether the session makes the offer, when it started, the partner
+    (and the node that holds it), and whether the partner's connection is lost (it may come back)."""
 
     match_id: str
     offers: bool
     started_at: float
-    partner: HandedPartner
+    partner: RemotePartner
+    partner_away: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +75,8 @@ class HandedSession:
                 "match_id": match.match_id,
                 "offers": match.offers,
                 "started_at": match.started_at,
-                "partner": {**_partner_fields(match.partner), "node_id": match.partner.node_id},
-                "away": match.partner.away,
+                "partner": {**match.partner.describe(), "node_id": match.partner.node_id},
+                "away": match.partner_away,
             },
             "blocked": list(self.blocked),
             "previous": None
@@ -110,23 +95,10 @@ class HandedSession:
         }
 
 
-def _partner_fields(partner: HandedPartner) -> dict[str, Any]:
-    return {
-        "session_id": partner.session_id,
-        "gender": partner.gender,
-        "country": partner.country,
-        "lang": partner.lang,
-        "device_id": partner.device_id,
-        "address": partner.address,
-        "client": dict(partner.client),
-        "user_id": partner.user_id,
-    }
-
-
 def decode_handed(raw: Any) -> HandedSession:
     """The state another node handed over; ValueError, saying why, if it is not one."""
     data = _map(raw, "a handed session")
-    text = _texts(data, "the session")
+    text = read_texts(data, "the session")
     if text["session_id"] is None or text["gender"] is None:
         raise ValueError("a handed session has an id and a gender")
     filters = None
@@ -144,32 +116,21 @@ def decode_handed(raw: Any) -> HandedSession:
     if data.get("match") is not None:
         raw_match = _map(data["match"], "its match")
         partner = _map(raw_match.get("partner"), "its partner")
-        fields = _texts(partner, "its partner")
         node = partner.get("node_id")
-        if fields["session_id"] is None or fields["gender"] is None or not isinstance(node, str):
-            raise ValueError("a handed match's partner has an id, a gender and a node")
+        if not isinstance(node, str):
+            raise ValueError("a handed match's partner has a node")
         match = HandedMatch(
             _text(raw_match.get("match_id"), "its match id"),
             _flag(raw_match.get("offers"), "offers"),
             _time(raw_match.get("started_at")),
-            HandedPartner(
-                node,
-                fields["session_id"],
-                fields["gender"],
-                fields["country"],
-                fields["lang"],
-                fields["device_id"],
-                fields["address"],
-                _client(partner.get("client")),
-                _flag(raw_match.get("away"), "away"),
-                fields["user_id"],
-            ),
+            read_partner(partner, node),
+            _flag(raw_match.get("away"), "away"),
         )
     previous = None
     if data.get("previous") is not None:
         raw_previous = _map(data["previous"], "its previous match")
         partner = _map(raw_previous.get("partner"), "its previous partner")
-        fields = _texts(partner, "its previous partner")
+        fields = read_texts(partner, "its previous partner")
         if fields["session_id"] is None:
             raise ValueError("a previous partner has an id")
         previous = HandedPrevious(
@@ -178,7 +139,7 @@ def decode_handed(raw: Any) -> HandedSession:
                 fields["user_id"] or fields["session_id"],
                 fields["device_id"],
                 fields["address"],
-                _client(partner.get("client")),
+                read_client(partner.get("client")),
             ),
             _time(raw_previous.get("ended_at")),
             fields["session_id"],
@@ -192,7 +153,7 @@ def decode_handed(raw: Any) -> HandedSession:
         text["country"],
         text["lang"],
         text["device_id"],
-        _client(data.get("client")),
+        read_client(data.get("client")),
         _time(data.get("started_at")),
         filters,
         match,
@@ -213,16 +174,6 @@ def _text(value: Any, what: str) -> str:
     return value
 
 
-def _texts(data: dict[str, Any], what: str) -> dict[str, str | None]:
-    found: dict[str, str | None] = {}
-    for name in _TEXT_FIELDS:
-        value = data.get(name)
-        if value is not None and not isinstance(value, str):
-            raise ValueError(f"{what}'s {name} is text")
-        found[name] = value
-    return found
-
-
 def _flag(value: Any, what: str) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{what} is true or false")
@@ -233,12 +184,3 @@ def _time(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError("a time is a number")
     return float(value)
-
-
-def _client(value: Any) -> dict[str, ClientFact]:
-    if value is None:
-        return {}
-    facts = _map(value, "client facts")
-    if not all(isinstance(fact, str | int | float | bool) or fact is None for fact in facts.values()):
-        raise ValueError("client facts are plain values")
-    return dict(facts)

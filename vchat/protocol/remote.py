@@ -1,16 +1,14 @@
-"""What the switchboard needs of the other nodes of a cluster, and knows of a partner connected to one of them
-(docs/cluster.md). Implemented by vchat.cluster.node; a single node has none."""
+"""What the switchboard needs of the other nodes of a cluster (docs/cluster.md). Implemented by
+vchat.cluster.node; a single node has none. A partner connected to another node is vchat.protocol.partner's."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
 from vchat.protocol.handover import HandedSession
-from vchat.protocol.messages import ClientFact
 
 NodeMessage = dict[str, Any]
 """A message to another node: a map with a string `type` (docs/cluster.md, "Messages between nodes")."""
@@ -29,19 +27,3 @@ class INodeLink(Interface):
         """Ask node `node_id` to hand over the session resume token `token` names: fires with its state and
         None, or (None, the session's id) if a ban ended it, or (None, None) if the node has no such session
         or does not answer in time."""
-
-
-@dataclass(frozen=True, slots=True)
-class RemotePartner:
-    """A session of another node, as its match with a session of this node needs it: its id and node, what the
-    partner is told of it, and what a report of it records."""
-
-    session_id: str
-    node_id: str
-    gender: str
-    country: str | None
-    lang: str | None
-    device_id: str | None = None
-    address: str | None = None
-    client: dict[str, ClientFact] = field(default_factory=dict)
-    user_id: str | None = None  # its account's id when it is logged in

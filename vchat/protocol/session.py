@@ -77,33 +77,6 @@ class Session:
     # The account of a logged-in user (from the login cookie of its latest connection); None: anonymous.
     account: AccountView | None = None
 
-    @classmethod
-    def stand_in(
-        cls,
-        node: str,
-        session_id: str,
-        gender: str,
-        country: str | None,
-        lang: str | None,
-        device_id: str | None,
-        address: str | None,
-        client: dict[str, ClientFact],
-        user_id: str | None,
-    ) -> Session:
-        """A session of node `node`, standing in for it in a match with a session here: no token, no peer, only
-        what its partner is told and a report of it records; `user_id`, where it is not the session's id, is
-        its account's."""
-        stand_in = cls(session_id, gender, country, lang, "", None, SessionState.MATCHED)
-        stand_in.node, stand_in.device_id, stand_in.address, stand_in.client = (
-            node,
-            device_id,
-            address,
-            dict(client),
-        )
-        if user_id is not None and user_id != session_id:
-            stand_in.account = AccountView(user_id, None, ())  # only its id is known here
-        return stand_in
-
     @property
     def user_id(self) -> str:
         """Who the user is, for bans and reports: its account's id when logged in, else the session's id."""

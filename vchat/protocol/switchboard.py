@@ -20,10 +20,11 @@ from vchat.protocol.bans import BanNotice
 from vchat.protocol.behaviour import IBehaviourObserver
 from vchat.protocol.counters import SignalingCounters
 from vchat.protocol.errors import CloseCode, ErrorCode, ProtocolError
-from vchat.protocol.handover import HandedMatch, HandedPartner, HandedPrevious, HandedSession
+from vchat.protocol.handover import HandedMatch, HandedPrevious, HandedSession
 from vchat.protocol.matchmaker import IMatchmaker, LocalMatchmaker
 from vchat.protocol.messages import Hello, Report, Search
-from vchat.protocol.remote import INodeLink, NodeMessage, RemotePartner
+from vchat.protocol.partner import RemotePartner
+from vchat.protocol.remote import INodeLink, NodeMessage
 from vchat.protocol.reports import Filing, IReportSink
 from vchat.protocol.session import IPeer, Match, PreviousMatch, Session, SessionState
 
@@ -192,17 +193,7 @@ class Switchboard:
         match = session.match
         if match is not None and match.partner_of(session).node is None:
             # The partner stays here: the session becomes a stand-in on its new node, away until it is back.
-            stand_in = Session.stand_in(
-                to_node,
-                session.session_id,
-                session.gender,
-                session.country,
-                session.lang,
-                session.device_id,
-                session.address,
-                session.client,
-                session.user_id,
-            )
+            stand_in = RemotePartner.of(session, to_node).stand_in()
             stand_in.match = match
             if match.offer is session:
                 match.offer = stand_in
@@ -228,18 +219,8 @@ class Switchboard:
                 match.match_id,
                 match.offer is session,
                 match.started_at,
-                HandedPartner(
-                    partner.node or self.node_id or "",
-                    partner.session_id,
-                    partner.gender,
-                    partner.country,
-                    partner.lang,
-                    partner.device_id,
-                    partner.address,
-                    dict(partner.client),
-                    partner.peer is None,
-                    partner.user_id,
-                ),
+                RemotePartner.of(partner, partner.node or self.node_id or ""),
+                partner.peer is None,
             )
         return HandedSession(
             session.session_id,
@@ -289,21 +270,11 @@ class Switchboard:
             else:
                 match.answer = session
         else:
-            stand_in = Session.stand_in(
-                partner_info.node_id,
-                partner_info.session_id,
-                partner_info.gender,
-                partner_info.country,
-                partner_info.lang,
-                partner_info.device_id,
-                partner_info.address,
-                partner_info.client,
-                partner_info.user_id,
-            )
+            stand_in = partner_info.stand_in()
             pair = (session, stand_in) if handed_match.offers else (stand_in, session)
             match = Match(handed_match.match_id, *pair, handed_match.started_at)
             stand_in.match = match
-            if not partner_info.away:
+            if not handed_match.partner_away:
                 stand_in.peer = _RemotePeer(self, stand_in)
         session.match = match
         return session
@@ -522,17 +493,7 @@ class Switchboard:
         if not self._searching(session):
             return False
         assert session is not None
-        stand_in = Session.stand_in(
-            partner.node_id,
-            partner.session_id,
-            partner.gender,
-            partner.country,
-            partner.lang,
-            partner.device_id,
-            partner.address,
-            partner.client,
-            partner.user_id,
-        )
+        stand_in = partner.stand_in()
         stand_in.peer = _RemotePeer(self, stand_in)
         now = self._clock.seconds()
         pair = (session, stand_in) if offers else (stand_in, session)
