@@ -16,35 +16,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, NoReturn
 
-HOST = "127.0.0.1"
-ROOT = Path(__file__).resolve().parent.parent
+from _wsload import HOST, JSON_SUBPROTOCOL, ws_frame
+from capacity import Server, cpu_seconds, cpu_split, pinned, start_server, write_json
+
+from vchat.store.redis_testing import running_redis
+
 HELLO = json.dumps({"type": "hello", "age_confirmed": True, "gender": "u"}).encode()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def cpu_seconds(pid: int) -> float:
-    """The user and system CPU time of process `pid` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # --- making the accounts (a subprocess with its own reactor) -----------------------------------------------
@@ -68,6 +56,7 @@ def make_accounts(store_url: str, data_dir: str, count: int, cookies: Path) -> N
         else:
             from vchat.store.sqlite import SQLiteStore
 
+            Path(data_dir).mkdir(exist_ok=True)
             store = await SQLiteStore.open(reactor, data_dir)
         try:
             key = await store.secret(COOKIE_KEY)
@@ -87,15 +76,6 @@ def make_accounts(store_url: str, data_dir: str, count: int, cookies: Path) -> N
 # --- the worker: a closed loop of connections ---------------------------------------------------------------
 
 
-def ws_frame(payload: bytes, opcode: int = 1) -> bytes:
-    """A client frame (FIN, `opcode`), masked with the all-zero key."""
-    n = len(payload)
-    header = (
-        bytes((0x80 | opcode, 0x80 | n)) if n < 126 else bytes((0x80 | opcode, 0xFE)) + n.to_bytes(2, "big")
-    )
-    return header + b"\0\0\0\0" + payload
-
-
 def worker_main(port: int, concurrency: int, seconds: float, warmup: float, cookies: list[str]) -> NoReturn:
     """Run the loop for `warmup` then `seconds` seconds; print `DONE sessions failures` for the measured part."""
     from twisted.internet import reactor
@@ -106,7 +86,7 @@ def worker_main(port: int, concurrency: int, seconds: float, warmup: float, cook
     upgrade = (
         f"GET /ws HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-        "Sec-WebSocket-Protocol: vchat.v1.json\r\n"
+        f"Sec-WebSocket-Protocol: {JSON_SUBPROTOCOL}\r\n"
     )
     hello, close = ws_frame(HELLO), ws_frame(b"\x03\xe8", opcode=8)
 
@@ -179,85 +159,25 @@ def worker_main(port: int, concurrency: int, seconds: float, warmup: float, cook
 # --- the orchestrator ------------------------------------------------------------------------------------------
 
 
-def pin(cpus: set[int] | None) -> Any:
-    return None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))
-
-
-def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    redis = shutil.which("redis-server")
-    if redis is None:
-        sys.exit("redis-server is not installed")
-    process = subprocess.Popen(
-        [
-            redis,
-            "--port",
-            str(port),
-            "--bind",
-            HOST,
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    for _ in range(100):
-        with socket.socket() as probe:
-            if probe.connect_ex((HOST, port)) == 0:
-                return process, f"redis://{HOST}:{port}/0"
-        time.sleep(0.05)
-    process.kill()
-    sys.exit("redis-server did not start")
-
-
-def start_vchat(workdir: Path, port: int, store_url: str, cpus: set[int] | None) -> subprocess.Popen[bytes]:
-    twistd = Path(sys.executable).with_name("twistd")
-    command = [
-        str(twistd), "-n", "--pidfile=", "vchat", "--ws", f"tcp:{port}:interface={HOST}", "--admin", "none",
-        "--stun-udp", "0", "--data-dir", str(workdir / "data"), "--max-connections-per-ip", "0",
-        "--facebook-app-id", "1", "--facebook-app-secret", "bench-secret",
-        *(["--redis", store_url] if store_url else []),
-    ]  # fmt: skip
-    log = (workdir / "vchat.log").open("wb")
-    server = subprocess.Popen(
-        command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, preexec_fn=pin(cpus)
-    )
-    for _ in range(200):
-        with socket.socket() as probe:
-            if probe.connect_ex((HOST, port)) == 0:
-                return server
-        if server.poll() is not None:
-            sys.exit(f"vchat exited: see {workdir / 'vchat.log'}")
-        time.sleep(0.05)
-    server.kill()
-    sys.exit("vchat did not start")
-
-
 def run_kind(
-    server: subprocess.Popen[bytes],
-    port: int,
-    cookies: Path | None,
-    args: argparse.Namespace,
-    cpus: set[int] | None,
+    server: Server, cookies: Path | None, args: argparse.Namespace, cpus: set[int] | None
 ) -> dict[str, Any]:
     """One closed loop against the server: sessions a second and server CPU per session."""
     command = [
-        sys.executable, __file__, "--worker", "--port", str(port), "--concurrency", str(args.concurrency),
+        sys.executable, __file__, "--worker", "--port", str(server.port), "--concurrency", str(args.concurrency),
         "--seconds", str(args.seconds), "--warmup", str(args.warmup),
         *(["--cookies", str(cookies)] if cookies else []),
     ]  # fmt: skip
-    worker = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, preexec_fn=pin(cpus))
+    worker = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, preexec_fn=pinned(cpus))
     assert worker.stdout is not None
     line = worker.stdout.readline()
     if line.strip() != "MEASURING":
         worker.kill()
         sys.exit(f"the worker did not start measuring: {line!r}")
-    cpu_before, wall_before = cpu_seconds(server.pid), time.monotonic()
+    pid = server.process.pid
+    cpu_before, wall_before = cpu_seconds(pid), time.monotonic()
     line = worker.stdout.readline()
-    cpu, wall = cpu_seconds(server.pid) - cpu_before, time.monotonic() - wall_before
+    cpu, wall = cpu_seconds(pid) - cpu_before, time.monotonic() - wall_before
     worker.wait(timeout=30)
     _, done, failed = line.split()
     sessions = int(done)
@@ -271,46 +191,36 @@ def run_kind(
 
 
 def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
-    cores = sorted(os.sched_getaffinity(0))
-    server_cpus = {cores[0]} if args.pin and len(cores) > 1 else None
-    worker_cpus = set(cores[1:]) if args.pin and len(cores) > 1 else None
-    workdir = Path(tempfile.mkdtemp(prefix="vchat-bench-logins-"))
-    redis = None
-    try:
-        (workdir / "data").mkdir()
+    server_cpus, worker_cpus = cpu_split(args.pin)
+    with ExitStack() as stack:
+        workdir = Path(tempfile.mkdtemp(prefix="vchat-bench-logins-"))
+        stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+        extra = ["--stun-udp", "0", "--admin", "none", "--facebook-app-id", "1", "--facebook-app-secret", "x"]
         store_url = ""
         if args.store == "redis":
-            redis, store_url = start_redis(workdir)
+            store_url = stack.enter_context(running_redis(workdir / "redis")).url
+            extra += ["--redis", store_url]
         cookies = workdir / "cookies"
         subprocess.run(
             [sys.executable, __file__, "--make-accounts", str(args.accounts), "--cookies", str(cookies),
-             "--data-dir", str(workdir / "data"), "--store-url", store_url],
+             "--data-dir", str(workdir / "vchat-data"), "--store-url", store_url],
             check=True,
         )  # fmt: skip
-        port = free_port()
-        server = start_vchat(workdir, port, store_url, server_cpus)
-        try:
-            results: dict[str, Any] = {
-                "date": time.strftime("%Y-%m-%d"),
-                "store": args.store,
-                "accounts": args.accounts,
-                "concurrency": args.concurrency,
-                "seconds": args.seconds,
-                "pinned": args.pin,
-            }
-            for round_ in range(args.rounds):
-                for kind, file in (("anonymous", None), ("logged_in", cookies)):
-                    results.setdefault(kind, []).append(run_kind(server, port, file, args, worker_cpus))
-                    print(f"round {round_ + 1} {kind}: {results[kind][-1]}", flush=True)
-        finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=10)
-    finally:
-        if redis is not None:
-            redis.kill()
-            redis.wait()
-        shutil.rmtree(workdir, ignore_errors=True)
-    return results
+        server = start_server("vchat", workdir, extra, server_cpus)
+        stack.callback(server.stop)
+        results: dict[str, Any] = {
+            "date": time.strftime("%Y-%m-%d"),
+            "store": args.store,
+            "accounts": args.accounts,
+            "concurrency": args.concurrency,
+            "seconds": args.seconds,
+            "pinned": args.pin,
+        }
+        for round_ in range(args.rounds):
+            for kind, file in (("anonymous", None), ("logged_in", cookies)):
+                results.setdefault(kind, []).append(run_kind(server, file, args, worker_cpus))
+                print(f"round {round_ + 1} {kind}: {results[kind][-1]}", flush=True)
+        return results
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -347,8 +257,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         cookies = Path(args.cookies).read_text().split() if args.cookies else []
         worker_main(args.port, args.concurrency, args.seconds, args.warmup, cookies)
     results = orchestrate(args)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+    write_json(args.json, results)
     for kind in ("anonymous", "logged_in"):
         runs = results[kind]
         print(

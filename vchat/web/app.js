@@ -184,7 +184,6 @@ const model = {
   configuration: { iceServers: [], iceTransportPolicy: "all" },
   sessionId: null,
   sessionGender: null, // the "I am" choice the current session said hello with ("account": the account's)
-  genderAsked: null, // the "I am" choice of the last hello made
   genderChosen: false, // the user picked a gender for "I am" (else a logged-in user's account says it)
   filtersSent: null, // the filters of the last `search`, as JSON: a change is sent at the next search
   lastMatch: null, // {matchId, frame, endedAt}: the match that just ended, reportable for a minute
@@ -569,7 +568,7 @@ const handlers = {
     model.partnerReconnecting = false;
     model.searching = false; // a lost connection cancels a search
     if (!message.resumed) {
-      model.sessionGender = model.genderAsked;
+      model.sessionGender = signaling.lastHello?.gender ?? "account"; // left out: the account's
       model.filtersSent = null;
       model.lastMatch = null; // a new session cannot report the old one's partner
     }
@@ -938,7 +937,6 @@ async function confirmAge() {
   render();
   await accountReady; // the hello leaves out the gender an account says
   signaling = new Signaling(signalingUrl(), () => {
-    model.genderAsked = ui.gender.value;
     const hello = { client: clientFacts() };
     if (ui.gender.value !== "account") hello.gender = ui.gender.value;
     const lang = userLanguage();
